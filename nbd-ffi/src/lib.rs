@@ -1,0 +1,1 @@
+//! The libnbd C ABI on top of `nbd-proto`.
