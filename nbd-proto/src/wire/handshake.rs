@@ -36,7 +36,7 @@ impl GreetingKind {
     }
 
     /// Total length of this greeting, prefix included.
-    pub fn len(self) -> usize {
+    pub fn greeting_len(self) -> usize {
         match self {
             GreetingKind::Oldstyle => size::OLDSTYLE_GREETING,
             GreetingKind::Newstyle => size::NEWSTYLE_GREETING,
