@@ -20,5 +20,6 @@
 
 extern crate alloc;
 
+pub mod client;
 pub mod consts;
 pub mod wire;

@@ -1,0 +1,188 @@
+//! The client's output queue: encoded headers in one growing buffer, and
+//! write payloads referenced rather than copied, so a driver can hand the
+//! whole queue to `writev` in one call.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use bytes::Bytes;
+
+/// One piece of pending output, as [`super::Client::transmit_segments`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment<'a> {
+    /// Bytes the client owns (headers, option requests, owned payloads).
+    Bytes(&'a [u8]),
+    /// Payload bytes the driver owns: `len` bytes of the write buffer of command
+    /// `cookie`, starting at `buf_offset` within that buffer.
+    External {
+        /// The write command.
+        cookie: u64,
+        /// Where in the command's buffer to start.
+        buf_offset: u64,
+        /// How many bytes.
+        len: usize,
+    },
+}
+
+impl Segment<'_> {
+    /// The number of bytes in this segment.
+    pub fn len(&self) -> usize {
+        match self {
+            Segment::Bytes(b) => b.len(),
+            Segment::External { len, .. } => *len,
+        }
+    }
+
+    /// Whether the segment is empty (never true for queued segments).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug)]
+enum Seg {
+    /// `buf[start..end]`.
+    Inline { start: usize, end: usize },
+    /// An owned payload, from `pos`.
+    Owned { data: Bytes, pos: usize },
+    /// A driver-owned payload.
+    External { cookie: u64, pos: u64, len: usize },
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct TxQueue {
+    buf: Vec<u8>,
+    segs: VecDeque<Seg>,
+    total: usize,
+}
+
+impl TxQueue {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.segs.is_empty()
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.total
+    }
+
+    /// Appends inline bytes produced by `f`, merging with a trailing inline segment.
+    pub(crate) fn push_with(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.buf.len();
+        f(&mut self.buf);
+        let end = self.buf.len();
+        if end == start {
+            return;
+        }
+        self.total += end - start;
+        if let Some(Seg::Inline { end: e, .. }) = self.segs.back_mut() {
+            if *e == start {
+                *e = end;
+                return;
+            }
+        }
+        self.segs.push_back(Seg::Inline { start, end });
+    }
+
+    pub(crate) fn push_owned(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        self.total += data.len();
+        self.segs.push_back(Seg::Owned { data, pos: 0 });
+    }
+
+    pub(crate) fn push_external(&mut self, cookie: u64, len: usize) {
+        if len == 0 {
+            return;
+        }
+        self.total += len;
+        self.segs.push_back(Seg::External {
+            cookie,
+            pos: 0,
+            len,
+        });
+    }
+
+    pub(crate) fn segments<'a>(&'a self, out: &mut [Segment<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, seg) in out.iter_mut().zip(self.segs.iter()) {
+            *slot = match seg {
+                Seg::Inline { start, end } => Segment::Bytes(&self.buf[*start..*end]),
+                Seg::Owned { data, pos } => Segment::Bytes(&data[*pos..]),
+                Seg::External { cookie, pos, len } => Segment::External {
+                    cookie: *cookie,
+                    buf_offset: *pos,
+                    len: *len,
+                },
+            };
+            n += 1;
+        }
+        n
+    }
+
+    /// Marks `n` bytes as sent. `n` must not exceed [`Self::pending`].
+    pub(crate) fn advance(&mut self, mut n: usize) {
+        n = n.min(self.total);
+        self.total -= n;
+        while n > 0 {
+            let Some(front) = self.segs.front_mut() else {
+                break;
+            };
+            let (left, done) = match front {
+                Seg::Inline { start, end } => {
+                    let take = n.min(*end - *start);
+                    *start += take;
+                    (take, *start == *end)
+                }
+                Seg::Owned { data, pos } => {
+                    let take = n.min(data.len() - *pos);
+                    *pos += take;
+                    (take, *pos == data.len())
+                }
+                Seg::External { pos, len, .. } => {
+                    let take = n.min(*len);
+                    *pos += take as u64;
+                    *len -= take;
+                    (take, *len == 0)
+                }
+            };
+            n -= left;
+            if done {
+                self.segs.pop_front();
+            }
+        }
+        if self.segs.is_empty() {
+            self.buf.clear();
+        }
+    }
+
+    /// Copies pending output into `out` (buffered use). External payloads are
+    /// obtained from `payload(cookie, buf_offset, len)`.
+    pub(crate) fn drain_into<'p>(
+        &mut self,
+        out: &mut Vec<u8>,
+        payload: &mut dyn FnMut(u64, u64, usize) -> &'p [u8],
+    ) {
+        out.reserve(self.total);
+        for seg in self.segs.drain(..) {
+            match seg {
+                Seg::Inline { start, end } => out.extend_from_slice(&self.buf[start..end]),
+                Seg::Owned { data, pos } => out.extend_from_slice(&data[pos..]),
+                Seg::External { cookie, pos, len } => {
+                    let data = payload(cookie, pos, len);
+                    let take = data.len().min(len);
+                    out.extend_from_slice(&data[..take]);
+                    out.resize(out.len() + (len - take), 0);
+                }
+            }
+        }
+        self.buf.clear();
+        self.total = 0;
+    }
+
+    /// Drops everything (the connection died).
+    pub(crate) fn clear(&mut self) {
+        self.segs.clear();
+        self.buf.clear();
+        self.total = 0;
+    }
+}
