@@ -82,6 +82,9 @@ impl Client {
         if c.kind == CommandKind::Disconnect {
             return Ok(());
         }
+        if c.kind == CommandKind::Flush && (c.offset != 0 || c.length != 0) {
+            return Err(SubmitError::Invalid("flush takes no range"));
+        }
         // A read buffer must be addressable by the driver.
         if c.kind == CommandKind::Read && usize::try_from(c.length).is_err() {
             return Err(SubmitError::TooLarge);
@@ -130,7 +133,7 @@ impl Client {
                 needs(tf::SEND_FAST_ZERO, "fast zero")?;
             }
         }
-        if on(strict::ZERO_SIZE) && c.length == 0 {
+        if on(strict::ZERO_SIZE) && c.length == 0 && c.kind != CommandKind::Flush {
             return Err(SubmitError::ZeroSize);
         }
         if on(strict::BOUNDS) {
