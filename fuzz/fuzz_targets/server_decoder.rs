@@ -1,0 +1,8 @@
+//! The server-side codec fed arbitrary client bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = data;
+});

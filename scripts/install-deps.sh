@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine (idempotent):
+# real NBD servers (qemu-nbd, nbdkit, nbd-server), Debian's libnbd programs and
+# headers as the comparison baseline, fio, and the Rust tools (cargo-fuzz,
+# cbindgen). Run as root (or with sudo available).
+set -euo pipefail
+
+pkgs=(qemu-utils nbdkit nbd-server libnbd-bin libnbd-dev
+      python3-libnbd fio pkg-config gnutls-bin binutils)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+if ! command -v cbindgen >/dev/null; then
+  cargo install cbindgen --locked
+fi
