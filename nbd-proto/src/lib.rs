@@ -22,4 +22,5 @@ extern crate alloc;
 
 pub mod client;
 pub mod consts;
+pub mod server;
 pub mod wire;
