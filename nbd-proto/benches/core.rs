@@ -3,6 +3,9 @@
 //!
 //! Run with `cargo bench -p nbd-proto --bench core`.
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use nbd_proto::client::{Client, Command, CommandKind, Config, Event, State};
 use nbd_proto::consts::{handshake_flags, opt, transmission_flags as tf};

@@ -470,7 +470,7 @@ impl Client {
                 }
             }
             Phase::Transmission => {
-                if self.cmds.is_empty() && !(self.disconnect_sent && !self.tx.is_empty()) {
+                if self.cmds.is_empty() && (!self.disconnect_sent || self.tx.is_empty()) {
                     State::Ready
                 } else {
                     State::Processing

@@ -65,6 +65,9 @@ pub(super) struct Pending {
     pub(super) contexts: Vec<crate::wire::option::MetaContext>,
 }
 
+/// Most metadata contexts one `NBD_OPT_SET_META_CONTEXT` may select.
+const MAX_CONTEXTS: usize = 1024;
+
 /// Upper bound of a reply payload, by reply type, checked at the header so
 /// that nothing large is ever buffered.
 fn max_reply_payload(reply_type: u32) -> u32 {
@@ -324,6 +327,13 @@ impl Client {
             }
             (opt::SET_META_CONTEXT, OptionReply::MetaContext(m)) => {
                 if let Some(p) = self.current.as_mut() {
+                    // The check below is quadratic: bound the count first.
+                    if p.contexts.len() >= MAX_CONTEXTS {
+                        return Err(ProtocolError::TooLong {
+                            what: "metadata context list",
+                            len: p.contexts.len() as u64 + 1,
+                        });
+                    }
                     if p.contexts.iter().any(|c| c.id == m.id) {
                         return Err(ProtocolError::Unexpected("duplicate metadata context id"));
                     }

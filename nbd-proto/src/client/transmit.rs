@@ -395,6 +395,10 @@ impl Client {
                     problem.get_or_insert(CommandError::proto(
                         "block status chunk of the form not negotiated",
                     ));
+                } else if h.length == 0 {
+                    // An empty payload is never parsed below: refuse it here,
+                    // it must hold a context id and at least one extent.
+                    problem.get_or_insert(CommandError::proto("empty block status chunk"));
                 }
                 true
             }
@@ -544,15 +548,17 @@ impl Client {
                     Ok(e) => {
                         let errno = errno::from_nbd(e.error);
                         if let Some(off) = e.offset {
+                            // The spec allows ERROR_OFFSET for READ, WRITE, TRIM
+                            // and BLOCK_STATUS; only a READ has a buffer to report on.
                             match c.relative(off, 0) {
-                                Some((start, _))
-                                    if c.kind == CommandKind::Read && start < c.length =>
-                                {
-                                    event = Some(Event::ReadError {
-                                        cookie: h.cookie,
-                                        buf_offset: start,
-                                        errno,
-                                    });
+                                Some((start, _)) if start < c.length => {
+                                    if c.kind == CommandKind::Read {
+                                        event = Some(Event::ReadError {
+                                            cookie: h.cookie,
+                                            buf_offset: start,
+                                            errno,
+                                        });
+                                    }
                                 }
                                 _ => {
                                     c.fail(CommandError::proto("error offset outside the request"))

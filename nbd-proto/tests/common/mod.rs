@@ -343,3 +343,247 @@ pub fn status_chunk(
 }
 
 pub const INFO_EXPORT: u16 = info::EXPORT;
+
+// ----- helpers for the hostile-input suites -----
+
+/// The reason of the client's `Dead` event, if any.
+pub fn dead_reason(h: &Harness) -> Option<&nbd_proto::client::ProtocolError> {
+    h.events.iter().find_map(|e| match e {
+        Event::Dead(why) => Some(why),
+        _ => None,
+    })
+}
+
+/// Asserts the client died exactly once, for a reason with `errno`, and is inert.
+pub fn assert_dead(c: &Client, h: &Harness, errno: i32) {
+    assert_eq!(c.state(), State::Dead, "events: {:?}", h.events);
+    let deaths: Vec<_> = h
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Dead(_)))
+        .collect();
+    assert_eq!(deaths.len(), 1, "events: {:?}", h.events);
+    let why = dead_reason(h).expect("dead event");
+    assert_eq!(why.errno(), errno, "dead because: {why}");
+    assert!(!c.wants_read(), "a dead client must not want input");
+    assert!(!c.wants_write(), "a dead client must not want output");
+    assert_eq!(c.pending_output(), 0);
+    assert_eq!(c.in_flight(), 0);
+}
+
+/// Asserts the client is not dead.
+pub fn assert_alive(c: &Client, h: &Harness) {
+    assert!(!h.dead(), "unexpected death: {:?}", dead_reason(h));
+    assert_ne!(c.state(), State::Dead);
+}
+
+/// How many `Complete` events `cookie` got.
+pub fn completions(h: &Harness, cookie: u64) -> usize {
+    h.events
+        .iter()
+        .filter(|e| matches!(e, Event::Complete { cookie: c, .. } if *c == cookie))
+        .count()
+}
+
+/// The result of `cookie`, asserting it completed exactly once.
+pub fn result_of(h: &Harness, cookie: u64) -> Result<(), i32> {
+    assert_eq!(
+        completions(h, cookie),
+        1,
+        "cookie {cookie} must complete exactly once; events: {:?}",
+        h.events
+    );
+    h.completion(cookie).expect("completion")
+}
+
+/// A good 8-byte READ answered correctly for `mode` must succeed: the
+/// connection is still usable. Expects no other command in flight afterwards.
+pub fn assert_usable(c: &mut Client, h: &mut Harness, mode: Mode) {
+    assert_alive(c, h);
+    drain(c);
+    let cookie = h.read(c, 0, 8);
+    let reply = match mode {
+        Mode::Simple => {
+            let mut v = simple(cookie, 0);
+            v.extend_from_slice(b"usable!!");
+            v
+        }
+        _ => data_chunk(mode, true, cookie, 0, 0, b"usable!!"),
+    };
+    assert_eq!(h.feed(c, &reply), reply.len());
+    assert_eq!(result_of(h, cookie), Ok(()), "events: {:?}", h.events);
+    assert_eq!(h.bufs[&cookie], b"usable!!");
+    assert_eq!(c.state(), State::Ready);
+    drain(c);
+}
+
+/// An option reply header with any type and (possibly lying) length.
+pub fn raw_opt_header(option: u32, reply_type: u32, length: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    nbd_proto::wire::option::OptionReplyHeader {
+        option,
+        reply_type,
+        length,
+    }
+    .encode(&mut v);
+    v
+}
+
+/// An option reply with any type and a raw payload.
+pub fn raw_opt_reply(option: u32, reply_type: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = raw_opt_header(option, reply_type, payload.len() as u32);
+    v.extend_from_slice(payload);
+    v
+}
+
+/// An error reply of type `reply_type` with no message.
+pub fn opt_error(option: u32, reply_type: u32) -> Vec<u8> {
+    raw_opt_reply(option, reply_type, &[])
+}
+
+/// An `NBD_REP_INFO` / `NBD_INFO_EXPORT` reply with any size.
+pub fn info_export(option: u32, size: u64, flags: u16) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.put_u16(info::EXPORT);
+    p.put_u64(size);
+    p.put_u16(flags);
+    raw_opt_reply(option, nbd_proto::consts::rep::INFO, &p)
+}
+
+/// An `NBD_REP_INFO` / `NBD_INFO_BLOCK_SIZE` reply with any values.
+pub fn info_block_size(option: u32, min: u32, pref: u32, max: u32) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.put_u16(info::BLOCK_SIZE);
+    p.put_u32(min);
+    p.put_u32(pref);
+    p.put_u32(max);
+    raw_opt_reply(option, nbd_proto::consts::rep::INFO, &p)
+}
+
+/// An oldstyle greeting.
+pub fn oldstyle(size: u64, flags: u32) -> Vec<u8> {
+    let mut v = Vec::new();
+    nbd_proto::wire::handshake::OldstyleGreeting { size, flags }.encode(&mut v);
+    v
+}
+
+/// The reply to `NBD_OPT_EXPORT_NAME`.
+pub fn export_name_reply(size: u64, flags: u16, zeroes: bool) -> Vec<u8> {
+    let mut v = Vec::new();
+    nbd_proto::wire::handshake::ExportNameReply {
+        size,
+        transmission_flags: flags,
+    }
+    .encode(&mut v, zeroes);
+    v
+}
+
+/// Splits client output made only of option requests into (option, payload).
+pub fn parse_options(mut out: &[u8]) -> Vec<(u32, Vec<u8>)> {
+    let mut v = Vec::new();
+    while !out.is_empty() {
+        assert!(out.len() >= 16, "truncated option request: {out:?}");
+        assert_eq!(&out[..8], b"IHAVEOPT", "option request magic");
+        let option = u32::from_be_bytes(out[8..12].try_into().unwrap());
+        let len = u32::from_be_bytes(out[12..16].try_into().unwrap()) as usize;
+        assert!(out.len() >= 16 + len, "truncated option payload");
+        v.push((option, out[16..16 + len].to_vec()));
+        out = &out[16 + len..];
+    }
+    v
+}
+
+/// The server bytes of a good negotiation for `config(mode)` up to (not
+/// including) the replies to `NBD_OPT_GO`.
+pub fn handshake_before_go(mode: Mode) -> Vec<u8> {
+    let full = handshake(mode);
+    let go = go_ok(SIZE, FLAGS);
+    full[..full.len() - go.len()].to_vec()
+}
+
+/// A client driven through `server` with `cfg`, asserting it is Ready.
+pub fn ready_with(cfg: Config, server: &[u8]) -> (Client, Harness) {
+    let mut c = Client::new(cfg);
+    let mut h = Harness::default();
+    assert_eq!(h.feed(&mut c, server), server.len());
+    drain(&mut c);
+    assert_eq!(c.state(), State::Ready, "events: {:?}", h.events);
+    h.events.clear();
+    (c, h)
+}
+
+/// GO replies announcing `size`, `flags` and the given block sizes.
+pub fn go_with(size: u64, flags: u16, min: u32, pref: u32, max: u32) -> Vec<u8> {
+    let mut v = info_export(opt::GO, size, flags);
+    v.extend(info_block_size(opt::GO, min, pref, max));
+    v.extend(ack(opt::GO));
+    v
+}
+
+/// A small deterministic PRNG (xorshift64*) for mutation tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A value in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Applies 1 to 4 random mutations (bit flip, byte set, insert, delete,
+/// duplicate a run, truncate) to `s`.
+pub fn mutate(rng: &mut Rng, s: &mut Vec<u8>) {
+    for _ in 0..1 + rng.below(4) {
+        if s.is_empty() {
+            s.push(rng.next() as u8);
+            continue;
+        }
+        let i = rng.below(s.len());
+        match rng.below(6) {
+            0 => s[i] ^= 1 << rng.below(8),
+            1 => s[i] = [0, 0xff, 0x80, 0x7f, 1][rng.below(5)],
+            2 => s.insert(i, rng.next() as u8),
+            3 => {
+                s.remove(i);
+            }
+            4 => {
+                let n = 1 + rng.below(32.min(s.len() - i));
+                let run: Vec<u8> = s[i..i + n].to_vec();
+                let at = rng.below(s.len() + 1);
+                s.splice(at..at, run);
+            }
+            _ => s.truncate(i),
+        }
+    }
+}
+
+/// Feeds `s` in random pieces, draining output between them, and asserts the
+/// client takes every byte unless it has ended (or hands over to TLS).
+pub fn feed_in_pieces(rng: &mut Rng, c: &mut Client, h: &mut Harness, s: &[u8]) {
+    let mut at = 0;
+    while at < s.len() {
+        let n = 1 + rng.below((s.len() - at).min(64));
+        let used = h.feed(c, &s[at..at + n]);
+        drain(c);
+        if used < n {
+            assert!(
+                matches!(c.state(), State::Dead | State::Closed)
+                    || h.events.contains(&Event::StartTls),
+                "input refused in state {:?}; events {:?}",
+                c.state(),
+                h.events
+            );
+            return;
+        }
+        at += n;
+    }
+}
