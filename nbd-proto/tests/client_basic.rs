@@ -9,6 +9,7 @@ fn negotiates_in_every_mode() {
     for mode in [Mode::Simple, Mode::Structured, Mode::Extended] {
         let (c, _) = ready(mode);
         assert_eq!(c.export().size, SIZE);
+        assert_eq!(c.protocol(), Some("newstyle-fixed"));
         assert_eq!(c.structured_replies(), mode != Mode::Simple);
         assert_eq!(c.extended_headers(), mode == Mode::Extended);
         assert_eq!(

@@ -391,6 +391,7 @@ pub struct Client {
     server_flags: u16,
     sent_client_flags: u32,
     fixed_newstyle: bool,
+    greeting: Option<crate::wire::handshake::GreetingKind>,
     no_zeroes: bool,
     plan: VecDeque<negotiate::Step>,
     current: Option<negotiate::Pending>,
@@ -425,6 +426,7 @@ impl Client {
             server_flags: 0,
             sent_client_flags: 0,
             fixed_newstyle: false,
+            greeting: None,
             no_zeroes: false,
             plan: VecDeque::new(),
             current: None,
@@ -516,6 +518,17 @@ impl Client {
     /// Whether the server speaks fixed newstyle.
     pub fn fixed_newstyle(&self) -> bool {
         self.fixed_newstyle
+    }
+
+    /// Which handshake the server used, once its greeting arrived:
+    /// `"oldstyle"`, `"newstyle"` or `"newstyle-fixed"` (libnbd's names).
+    pub fn protocol(&self) -> Option<&'static str> {
+        match self.greeting {
+            None => None,
+            Some(crate::wire::handshake::GreetingKind::Oldstyle) => Some("oldstyle"),
+            Some(_) if self.fixed_newstyle => Some("newstyle-fixed"),
+            Some(_) => Some("newstyle"),
+        }
     }
 
     /// What is known about the export (complete once [`Event::Ready`] is seen,

@@ -109,6 +109,7 @@ impl Client {
     }
 
     fn on_greeting(&mut self, kind: GreetingKind, msg: &[u8]) -> Result<(), ProtocolError> {
+        self.greeting = Some(kind);
         match kind {
             GreetingKind::Oldstyle => {
                 let g = OldstyleGreeting::decode(msg)?;
