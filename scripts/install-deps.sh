@@ -6,7 +6,7 @@
 set -euo pipefail
 
 pkgs=(qemu-utils nbdkit nbd-server libnbd-bin libnbd-dev
-      python3-libnbd fio pkg-config gnutls-bin binutils)
+      python3-libnbd fio pkg-config gnutls-bin binutils make gcc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,5 +21,5 @@ fi
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 if ! command -v cbindgen >/dev/null; then
-  cargo install cbindgen --locked
+  cargo install cbindgen --version 0.29.4 --locked
 fi

@@ -1,1 +1,37 @@
 //! The libnbd C ABI on top of `nbd-proto`.
+//!
+//! This crate builds as a static library that `build-so.sh` links into
+//! `libnbd.so.0`, exporting exactly libnbd 1.14's functions with libnbd's
+//! symbol versions; `include/libnbd.h` is generated from it by cbindgen.
+//!
+//! Layout: the infrastructure every export uses (`panic`'s boundary
+//! macro, `errors`, `ptr`, `callbacks`, `state`), then one module per
+//! family of libnbd calls: `handle`, `debug`, `negotiation`, `tls`, `uri`,
+//! `opt`, `connect`, `info`, `commands`, `aio`. The public Rust items are
+//! the C ABI itself (`extern "C"` functions, `#[repr(C)]` callback structs,
+//! `LIBNBD_*` constants) plus the pure-Rust URI parser.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+// Every unsafe block states why it is sound (checked by clippy).
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+#[macro_use]
+pub mod panic;
+
+pub mod aio;
+pub mod commands;
+pub mod connect;
+pub mod debug;
+pub mod errors;
+pub mod handle;
+pub mod info;
+pub mod negotiation;
+pub mod opt;
+pub mod state;
+pub mod tls;
+pub mod uri;
+
+pub mod callbacks;
+pub mod constants;
+pub mod have;
+mod ptr;

@@ -1,0 +1,181 @@
+//! Debug messages: the per-handle switch, the optional debug callback, the
+//! default output on stderr, and the helpers that format call traces.
+//!
+//! With debugging on, every call on a handle is traced as `enter: <args>`
+//! and `leave: ret=<value>` or `leave: error="<message>"` (see
+//! `Handle::call`). Messages go to the debug callback if one is set, else
+//! to stderr as `libnbd: debug: <handle name>: <context>: <message>`, the
+//! format libnbd uses; `<context>` is the API function's name.
+
+use crate::callbacks::{DebugCallback, Owned};
+use crate::errors::Error;
+use crate::handle::Handle;
+use crate::ptr;
+use std::ffi::{c_int, CStr, CString};
+use std::io::Write;
+
+/// The debug settings of one handle.
+#[derive(Debug)]
+pub(crate) struct DebugSettings {
+    /// Whether messages are produced at all.
+    pub(crate) enabled: bool,
+    /// Where they go instead of stderr.
+    pub(crate) callback: Option<Owned<DebugCallback>>,
+}
+
+impl DebugSettings {
+    /// The settings of a new handle: on if `LIBNBD_DEBUG` is exactly "1".
+    pub(crate) fn from_env() -> Self {
+        let enabled = std::env::var_os("LIBNBD_DEBUG").is_some_and(|v| v == "1");
+        DebugSettings {
+            enabled,
+            callback: None,
+        }
+    }
+
+    /// Emits one message if debugging is on.
+    pub(crate) fn emit(&self, handle_name: &CStr, context: &str, msg: &str) {
+        if !self.enabled {
+            return;
+        }
+        if let Some(cb) = &self.callback {
+            let context = c_text(context);
+            let msg = c_text(msg);
+            if cb.call(&context, &msg) {
+                return;
+            }
+        }
+        let line = format!(
+            "libnbd: debug: {}: {context}: {msg}\n",
+            String::from_utf8_lossy(handle_name.to_bytes())
+        );
+        // One write per line so that lines from several threads do not mix;
+        // a failing stderr is not worth failing the API call for.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+}
+
+/// A C copy of a message; messages built here hold no NUL, but be safe.
+fn c_text(s: &str) -> CString {
+    CString::new(s.replace('\0', "\\x00")).unwrap_or_default()
+}
+
+/// Formats a string argument or result for a trace: in double quotes, with
+/// bytes outside printable ASCII written as `\xNN`.
+pub(crate) fn quote(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 2);
+    out.push('"');
+    for &b in bytes {
+        if (0x20..0x7f).contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Like [`quote`], or `NULL` for a missing string.
+pub(crate) fn quote_opt(s: Option<&CStr>) -> String {
+    s.map_or_else(|| "NULL".to_string(), |s| quote(s.to_bytes()))
+}
+
+/// Turns debug messages on or off for the handle.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_debug(h: *mut Handle, debug: bool) -> c_int {
+    ffi_boundary!("nbd_set_debug", |fname| {
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(
+            fname,
+            || format!("debug={debug}"),
+            |inner| {
+                inner.debug.enabled = debug;
+                Ok(0)
+            },
+        )
+    })
+}
+
+/// Returns 1 if debug messages are on for the handle, else 0.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_debug(h: *mut Handle) -> c_int {
+    ffi_boundary!("nbd_get_debug", |fname| {
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(fname, String::new, |inner| Ok(inner.debug.enabled))
+    })
+}
+
+/// Sends the handle's debug messages to `debug_callback` instead of stderr,
+/// replacing (and freeing) any callback set before. The callback runs with
+/// the handle locked and must not call `nbd_*` functions on the same handle.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open;
+/// `debug_callback` must be callable (and freeable) with its `user_data`.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_debug_callback(
+    h: *mut Handle,
+    debug_callback: DebugCallback,
+) -> c_int {
+    ffi_boundary!("nbd_set_debug_callback", |fname| {
+        // SAFETY: the caller hands the callback over to us (see # Safety).
+        let callback = unsafe { Owned::new(debug_callback) };
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(
+            fname,
+            || "debug_callback=<fn>".to_string(),
+            move |inner| {
+                if callback.is_null() {
+                    return Err(Error::NullPointer {
+                        param: "debug_callback",
+                    });
+                }
+                // Dropping the previous callback runs its free.
+                inner.debug.callback = Some(callback);
+                Ok(0)
+            },
+        )
+    })
+}
+
+/// Removes (and frees) the debug callback; messages go to stderr again.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_clear_debug_callback(h: *mut Handle) -> c_int {
+    ffi_boundary!("nbd_clear_debug_callback", |fname| {
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(fname, String::new, |inner| {
+            inner.debug.callback = None;
+            Ok(0)
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote(b"ab\n\"c"), "\"ab\\x0a\"c\"");
+        assert_eq!(quote_opt(None), "NULL");
+        assert_eq!(quote(&[0xff]), "\"\\xff\"");
+    }
+}

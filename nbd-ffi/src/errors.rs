@@ -1,0 +1,291 @@
+//! Errors: the one internal error type, its mapping to errno and message, and
+//! the per-thread "last error" that `nbd_get_error` and `nbd_get_errno` read.
+//!
+//! Every failing export ends in `record`, called by the panic boundary: the
+//! message is prefixed with the API function's name and, when there is an
+//! errno, followed by its `strerror` text, the shape libnbd's messages have
+//! (`nbd_set_export_name: ...: Bad address`). A successful call leaves the
+//! last error alone, as libnbd does.
+
+use crate::state::State;
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, CString};
+use std::fmt;
+
+/// Why an API call failed. [`Error::errno`] and the `Display` text are the
+/// only ways this reaches C.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Error {
+    /// A pointer parameter that must not be NULL was NULL.
+    NullPointer {
+        /// The parameter's name in the C prototype.
+        param: &'static str,
+    },
+    /// The call is not allowed in the handle's current state.
+    InvalidState {
+        /// Where the handle is.
+        state: State,
+        /// Where it would have to be, in words ("newly created, or negotiating").
+        allowed: &'static str,
+    },
+    /// An enumerated parameter had a value outside its set.
+    InvalidValue {
+        /// The parameter's name.
+        param: &'static str,
+        /// What the caller passed.
+        value: i64,
+    },
+    /// A bitmask parameter had bits this library does not know.
+    UnknownFlags {
+        /// The parameter's name.
+        param: &'static str,
+        /// The unknown bits alone.
+        bits: u32,
+    },
+    /// A string is longer than the NBD protocol allows.
+    NameTooLong {
+        /// What kind of string ("export name").
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// An index is past the end of a list.
+    OutOfRange {
+        /// What was being indexed.
+        what: &'static str,
+        /// The index asked for.
+        index: usize,
+        /// How many entries there are.
+        len: usize,
+    },
+    /// Another invalid-argument case, described in full by the text.
+    Invalid(String),
+    /// A URI feature the handle's settings forbid (`nbd_set_uri_allow_*`).
+    NotPermitted(String),
+    /// A feature this build does not have (TLS).
+    NotSupported(&'static str),
+    /// A call whose implementation needs the connection engine.
+    NotImplemented,
+    /// A system call failed.
+    Os {
+        /// What failed ("getlogin_r").
+        context: &'static str,
+        /// The errno it reported.
+        errno: c_int,
+    },
+    /// A Rust panic was caught at the C boundary.
+    Panic,
+    /// An earlier panic left the handle's lock poisoned.
+    Poisoned,
+}
+
+impl Error {
+    /// The errno value this error reports through `nbd_get_errno`.
+    pub(crate) fn errno(&self) -> c_int {
+        match self {
+            Error::NullPointer { .. } => libc::EFAULT,
+            // libnbd tells "not connected yet" apart from other bad states.
+            Error::InvalidState { state, .. } if *state == State::Created => libc::ENOTCONN,
+            Error::InvalidState { .. } => libc::EINVAL,
+            Error::InvalidValue { .. }
+            | Error::UnknownFlags { .. }
+            | Error::OutOfRange { .. }
+            | Error::Invalid(_) => libc::EINVAL,
+            Error::NameTooLong { .. } => libc::ENAMETOOLONG,
+            Error::NotPermitted(_) => libc::EPERM,
+            Error::NotSupported(_) | Error::NotImplemented => libc::ENOTSUP,
+            Error::Os { errno, .. } => *errno,
+            Error::Panic => libc::EIO,
+            Error::Poisoned => libc::ENOTRECOVERABLE,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NullPointer { param } => write!(f, "{param} must not be NULL"),
+            Error::InvalidState { state, allowed } => write!(
+                f,
+                "invalid state: {}: this call needs a handle that is {allowed}",
+                state.short_name()
+            ),
+            Error::InvalidValue { param, value } => {
+                write!(f, "{param}: value {value} is not one of the allowed values")
+            }
+            Error::UnknownFlags { param, bits } => {
+                write!(f, "{param}: unknown flag bits 0x{bits:x}")
+            }
+            Error::NameTooLong { what, len } => write!(
+                f,
+                "{what} is {len} bytes long, more than the NBD protocol's limit of {}",
+                crate::constants::MAX_STRING_LEN
+            ),
+            Error::OutOfRange { what, index, len } => {
+                write!(f, "{what} index {index} is out of range (there are {len})")
+            }
+            Error::Invalid(text) | Error::NotPermitted(text) => f.write_str(text),
+            Error::NotSupported(what) => write!(f, "this build of the library has no {what}"),
+            Error::NotImplemented => f.write_str("not yet implemented"),
+            Error::Os { context, .. } => f.write_str(context),
+            Error::Panic => f.write_str("internal error: panic"),
+            Error::Poisoned => {
+                f.write_str("internal error: an earlier panic left this handle unusable")
+            }
+        }
+    }
+}
+
+/// Fails with `EINVAL` if `flags` has bits outside `mask`.
+pub(crate) fn check_flags(param: &'static str, flags: u32, mask: u32) -> Result<(), Error> {
+    match flags & !mask {
+        0 => Ok(()),
+        bits => Err(Error::UnknownFlags { param, bits }),
+    }
+}
+
+/// The error of every call that needs the connection engine, which has not
+/// landed yet: `ENOTSUP`, "<function>: not yet implemented".
+pub(crate) fn not_yet_implemented<R>() -> Result<R, Error> {
+    Err(Error::NotImplemented)
+}
+
+/// The full message for `error` raised by the API function `fname`:
+/// `"<fname>: <text>"`, plus `": <strerror>"` when there is an errno.
+/// This is the single place where an [`Error`] becomes C-visible text.
+pub(crate) fn message(fname: &str, error: &Error) -> (c_int, String) {
+    let errno = error.errno();
+    let mut text = format!("{fname}: {error}");
+    if errno != 0 {
+        text.push_str(": ");
+        text.push_str(&strerror(errno));
+    }
+    (errno, text)
+}
+
+/// The system's description of `errno`.
+fn strerror(errno: c_int) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for buf.len() bytes; the XSI strerror_r that the
+    // libc crate binds writes at most that many bytes, NUL included.
+    let rc = unsafe { libc::strerror_r(errno, buf.as_mut_ptr().cast::<c_char>(), buf.len()) };
+    if rc != 0 {
+        return format!("error {errno}");
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The last error of one thread.
+struct LastError {
+    errno: c_int,
+    message: Option<CString>,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<LastError> = const {
+        RefCell::new(LastError { errno: 0, message: None })
+    };
+}
+
+/// Records `error`, raised by `fname`, as this thread's last error.
+pub(crate) fn record(fname: &str, error: &Error) {
+    let (errno, text) = message(fname, error);
+    record_text(errno, text);
+}
+
+/// Stores an already formatted message (see [`message`]).
+pub(crate) fn record_text(errno: c_int, text: String) {
+    // A message cannot hold a NUL for C; none of ours does, but a name taken
+    // from the caller could in principle end up in one, so cut it there.
+    let bytes = text.into_bytes();
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    let message = CString::new(&bytes[..end]).ok();
+    // try_with: during thread teardown the slot may be gone; losing the
+    // message then is better than aborting.
+    let _ = LAST_ERROR.try_with(|slot| {
+        if let Ok(mut slot) = slot.try_borrow_mut() {
+            slot.errno = errno;
+            slot.message = message;
+        }
+    });
+}
+
+/// Returns the most recent error message of the calling thread, or NULL if
+/// no call in this thread has failed yet.
+///
+/// The string belongs to the library and stays valid until the next failing
+/// libnbd call in the same thread; copy it to keep it.
+///
+/// # Safety
+///
+/// Always safe to call.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_error() -> *const c_char {
+    ffi_boundary!("nbd_get_error", {
+        let ptr = LAST_ERROR
+            .try_with(|slot| {
+                slot.try_borrow()
+                    .ok()
+                    .and_then(|slot| slot.message.as_ref().map(|m| m.as_ptr()))
+            })
+            .ok()
+            .flatten();
+        Ok(ptr.unwrap_or(std::ptr::null()))
+    })
+}
+
+/// Returns the errno of the most recent failing call in this thread, or 0.
+///
+/// # Safety
+///
+/// Always safe to call.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_errno() -> c_int {
+    ffi_boundary!("nbd_get_errno", {
+        Ok(LAST_ERROR
+            .try_with(|slot| slot.try_borrow().map(|slot| slot.errno).unwrap_or(0))
+            .unwrap_or(0))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_has_function_name_and_strerror() {
+        let (errno, text) = message("nbd_x", &Error::NullPointer { param: "name" });
+        assert_eq!(errno, libc::EFAULT);
+        assert_eq!(text, "nbd_x: name must not be NULL: Bad address");
+    }
+
+    #[test]
+    fn state_errno_depends_on_state() {
+        let created = Error::InvalidState {
+            state: State::Created,
+            allowed: "ready",
+        };
+        let dead = Error::InvalidState {
+            state: State::Dead,
+            allowed: "ready",
+        };
+        assert_eq!(created.errno(), libc::ENOTCONN);
+        assert_eq!(dead.errno(), libc::EINVAL);
+    }
+
+    #[test]
+    fn last_error_round_trip() {
+        record("nbd_y", &Error::NotImplemented);
+        // SAFETY: both functions only read this thread's last error.
+        let (errno, msg) = unsafe { (nbd_get_errno(), nbd_get_error()) };
+        assert_eq!(errno, libc::ENOTSUP);
+        // SAFETY: nbd_get_error returned a string owned by this thread's slot,
+        // valid until the next error is recorded.
+        let msg = unsafe { std::ffi::CStr::from_ptr(msg) };
+        assert!(msg
+            .to_str()
+            .unwrap()
+            .starts_with("nbd_y: not yet implemented"));
+    }
+}

@@ -1,0 +1,305 @@
+//! The handle (`struct nbd_handle`): creation, closing, the lock every call
+//! takes, and the settings that belong to the handle itself (name, private
+//! data) or to the library (package name, version).
+//!
+//! A handle is a [`Handle`] in a `Box`, given to C as an opaque pointer. All
+//! of its state sits in one `HandleInner` behind one `Mutex`: every call
+//! locks it for its whole duration through `Handle::call`, which is also
+//! where debug traces are written. No threads are created.
+
+use crate::commands::CommandSettings;
+use crate::debug::DebugSettings;
+use crate::errors::Error;
+use crate::negotiation::NegotiationSettings;
+use crate::panic::CReturn;
+use crate::ptr::{self, MallocStr};
+use crate::state::State;
+use crate::tls::TlsSettings;
+use crate::uri::UriPolicy;
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// `struct nbd_handle`: one client connection and its settings. Opaque to C.
+#[derive(Debug)]
+pub struct Handle {
+    inner: Mutex<HandleInner>,
+}
+
+/// Everything a handle holds, guarded by the handle's lock.
+#[derive(Debug)]
+pub(crate) struct HandleInner {
+    /// The name used in debug messages.
+    pub(crate) name: CString,
+    /// The application's `nbd_set_private_data` value.
+    pub(crate) private_data: usize,
+    /// Where the connection is.
+    pub(crate) state: State,
+    /// `nbd_set_debug` and the debug callback.
+    pub(crate) debug: DebugSettings,
+    /// What the handshake asks the server for.
+    pub(crate) negotiation: NegotiationSettings,
+    /// How data commands are checked and prepared.
+    pub(crate) commands: CommandSettings,
+    /// TLS settings (stored; this build cannot use TLS).
+    pub(crate) tls: TlsSettings,
+    /// What `nbd_connect_uri` accepts.
+    pub(crate) uri_policy: UriPolicy,
+}
+
+/// Numbers the default handle names "nbd1", "nbd2", ... for the process.
+static HANDLE_COUNTER: AtomicU64 = AtomicU64::new(1);
+
+impl Handle {
+    fn new() -> Self {
+        let n = HANDLE_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = CString::new(format!("nbd{n}")).unwrap_or_default();
+        Handle {
+            inner: Mutex::new(HandleInner {
+                name,
+                private_data: 0,
+                state: State::Created,
+                debug: DebugSettings::from_env(),
+                negotiation: NegotiationSettings::default(),
+                commands: CommandSettings::default(),
+                tls: TlsSettings::default(),
+                uri_policy: UriPolicy::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, HandleInner>, Error> {
+        self.inner.lock().map_err(|_| Error::Poisoned)
+    }
+
+    /// Runs `body` as the API call `fname` with the handle locked, tracing
+    /// `enter: <args>` and the result when debugging is on. `args` is only
+    /// evaluated for the trace.
+    pub(crate) fn call<R: CReturn>(
+        &self,
+        fname: &'static str,
+        args: impl FnOnce() -> String,
+        body: impl FnOnce(&mut HandleInner) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let mut inner = self.lock()?;
+        if inner.debug.enabled {
+            let args = args();
+            let msg = if args.is_empty() {
+                "enter:".to_string()
+            } else {
+                format!("enter: {args}")
+            };
+            inner.trace(fname, &msg);
+        }
+        let result = body(&mut inner);
+        if inner.debug.enabled {
+            let msg = match &result {
+                Ok(value) => format!("leave: ret={}", value.trace()),
+                Err(error) => {
+                    let (_, text) = crate::errors::message(fname, error);
+                    format!("leave: error={}", crate::debug::quote(text.as_bytes()))
+                }
+            };
+            inner.trace(fname, &msg);
+        }
+        result
+    }
+}
+
+impl HandleInner {
+    /// Emits a debug message from the API function `context`.
+    pub(crate) fn trace(&self, context: &str, msg: &str) {
+        self.debug.emit(&self.name, context, msg);
+    }
+}
+
+/// Creates a new handle, not connected, with default settings. Returns NULL
+/// (with the error set) only if the library cannot allocate one.
+///
+/// # Safety
+///
+/// Always safe to call; the handle must eventually be passed to `nbd_close`.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_create() -> *mut Handle {
+    ffi_boundary!("nbd_create", |fname| {
+        let handle = Box::new(Handle::new());
+        if let Ok(inner) = handle.lock() {
+            inner.trace(fname, "opening handle");
+        }
+        Ok(Box::into_raw(handle))
+    })
+}
+
+/// Closes the handle and frees everything it holds, calling the `free`
+/// function of every callback it still stores. NULL is ignored.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open, and no
+/// other thread may be using it. It must not be used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_close(h: *mut Handle) {
+    ffi_boundary!("nbd_close", |fname| {
+        // SAFETY: h is NULL or open and unused elsewhere (see # Safety).
+        if let Some(handle) = unsafe { ptr::take_handle(h) } {
+            // Close even a handle whose lock an earlier panic poisoned.
+            let inner = handle
+                .inner
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner);
+            inner.trace(fname, "closing handle");
+            // Dropping inner releases the stored callbacks (each free once).
+            drop(inner);
+        }
+        Ok(())
+    })
+}
+
+/// Sets the name used for this handle in debug messages.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open;
+/// `handle_name` must be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_handle_name(h: *mut Handle, handle_name: *const c_char) -> c_int {
+    ffi_boundary!("nbd_set_handle_name", |fname| {
+        // SAFETY: handle_name is NULL or a C string (see # Safety).
+        let name = unsafe { ptr::opt_cstr(handle_name) };
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(
+            fname,
+            || format!("handle_name={}", crate::debug::quote_opt(name)),
+            |inner| {
+                let name = ptr::required(name, "handle_name")?;
+                inner.name = name.to_owned();
+                Ok(0)
+            },
+        )
+    })
+}
+
+/// Returns a copy of the handle's name ("nbd1", "nbd2", ... unless set),
+/// which the caller must `free`.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_handle_name(h: *mut Handle) -> *mut c_char {
+    ffi_boundary!("nbd_get_handle_name", |fname| {
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(fname, String::new, |inner| MallocStr::new(&inner.name))
+    })
+}
+
+/// Stores an application value in the handle and returns the previous one.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_private_data(
+    h: *mut Handle,
+    private_data: libc::uintptr_t,
+) -> libc::uintptr_t {
+    ffi_boundary!("nbd_set_private_data", |fname| {
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(
+            fname,
+            || format!("private_data={private_data}"),
+            |inner| Ok(std::mem::replace(&mut inner.private_data, private_data)),
+        )
+    })
+}
+
+/// Returns the application value stored with `nbd_set_private_data` (0 if
+/// none).
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_private_data(h: *mut Handle) -> libc::uintptr_t {
+    ffi_boundary!("nbd_get_private_data", |fname| {
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(fname, String::new, |inner| Ok(inner.private_data))
+    })
+}
+
+/// The package name reported by `nbd_get_package_name`.
+const PACKAGE_NAME: &CStr = match CStr::from_bytes_with_nul(b"nbd-rs\0") {
+    Ok(s) => s,
+    Err(_) => panic!("bad package name"),
+};
+
+/// The version reported by `nbd_get_version`: the workspace version from
+/// Cargo.toml, the single source of the version number.
+const VERSION: &CStr =
+    match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(s) => s,
+        Err(_) => panic!("bad version"),
+    };
+
+/// Returns the name of this library's package, "nbd-rs" (a static string).
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_package_name(h: *mut Handle) -> *const c_char {
+    ffi_boundary!("nbd_get_package_name", |fname| {
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(fname, String::new, |_| Ok(PACKAGE_NAME))
+    })
+}
+
+/// Returns the library version, "major.minor.release" (a static string).
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_version(h: *mut Handle) -> *const c_char {
+    ffi_boundary!("nbd_get_version", |fname| {
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(fname, String::new, |_| Ok(VERSION))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_is_thread_safe() {
+        // C programs share one handle between threads; the lock makes that
+        // sound, and the type system agrees.
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Handle>();
+    }
+
+    #[test]
+    fn version_comes_from_cargo() {
+        assert_eq!(VERSION.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn handle_names_count_up() {
+        let a = Handle::new();
+        let b = Handle::new();
+        let na: u64 = a.lock().unwrap().name.to_str().unwrap()[3..]
+            .parse()
+            .unwrap();
+        let nb: u64 = b.lock().unwrap().name.to_str().unwrap()[3..]
+            .parse()
+            .unwrap();
+        assert!(nb > na);
+    }
+}

@@ -1,0 +1,283 @@
+//! TLS settings. This build has no TLS implementation: `nbd_supports_tls`
+//! returns 0 and asking for TLS (`LIBNBD_TLS_ALLOW` or `_REQUIRE`) fails
+//! with `ENOTSUP`, as libnbd built without TLS support does. The other
+//! settings (certificates, peer verification, username, PSK file) are
+//! stored and reported back, which libnbd allows whether or not it has TLS.
+
+use crate::constants::{LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE};
+use crate::debug::quote_opt;
+use crate::errors::{not_yet_implemented, Error};
+use crate::handle::Handle;
+use crate::ptr::{self, MallocStr};
+use crate::state::Permitted;
+use std::ffi::{c_char, c_int, CStr, CString};
+
+/// The TLS settings of one handle.
+#[derive(Debug)]
+pub(crate) struct TlsSettings {
+    /// One of `LIBNBD_TLS_*` (always `DISABLE` in this build).
+    pub(crate) mode: c_int,
+    /// Directory holding certificates, if set.
+    pub(crate) certificates: Option<CString>,
+    /// Whether to verify the server's certificate.
+    pub(crate) verify_peer: bool,
+    /// PSK username, if set (otherwise the login name is used).
+    pub(crate) username: Option<CString>,
+    /// PSK key file, if set.
+    pub(crate) psk_file: Option<CString>,
+}
+
+impl Default for TlsSettings {
+    /// libnbd's defaults: TLS off, peer verification on.
+    fn default() -> Self {
+        TlsSettings {
+            mode: LIBNBD_TLS_DISABLE,
+            certificates: None,
+            verify_peer: true,
+            username: None,
+            psk_file: None,
+        }
+    }
+}
+
+/// Checks a `LIBNBD_TLS_*` parameter (`EINVAL` outside the set).
+pub(crate) fn check_tls_mode(param: &'static str, tls: c_int) -> Result<(), Error> {
+    if (LIBNBD_TLS_DISABLE..=LIBNBD_TLS_REQUIRE).contains(&tls) {
+        Ok(())
+    } else {
+        Err(Error::InvalidValue {
+            param,
+            value: tls.into(),
+        })
+    }
+}
+
+extern "C" {
+    // POSIX; the libc crate does not bind it.
+    fn getlogin_r(buf: *mut c_char, bufsize: libc::size_t) -> c_int;
+}
+
+/// The default PSK username: `$LOGNAME`, else the login name of the process.
+fn login_name() -> Result<CString, Error> {
+    if let Some(name) = std::env::var_os("LOGNAME").filter(|v| !v.is_empty()) {
+        use std::os::unix::ffi::OsStringExt;
+        return CString::new(name.into_vec())
+            .map_err(|_| Error::Invalid("LOGNAME contains a NUL byte".to_string()));
+    }
+    let mut buf = vec![0u8; 256];
+    // SAFETY: buf is writable for buf.len() bytes; getlogin_r writes a
+    // NUL-terminated name of at most that size or returns an error number.
+    let rc = unsafe { getlogin_r(buf.as_mut_ptr().cast::<c_char>(), buf.len()) };
+    if rc != 0 {
+        return Err(Error::Os {
+            context: "getlogin_r",
+            errno: rc,
+        });
+    }
+    let name = CStr::from_bytes_until_nul(&buf).map_err(|_| Error::Os {
+        context: "getlogin_r",
+        errno: libc::ERANGE,
+    })?;
+    Ok(name.to_owned())
+}
+
+/// Chooses whether to use TLS (`LIBNBD_TLS_*`). This build only accepts
+/// `LIBNBD_TLS_DISABLE`; the other modes fail with `ENOTSUP`.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_tls(h: *mut Handle, tls: c_int) -> c_int {
+    ffi_boundary!("nbd_set_tls", |fname| {
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(
+            fname,
+            || format!("tls={tls}"),
+            |inner| {
+                Permitted::CREATED.check(inner.state)?;
+                check_tls_mode("tls", tls)?;
+                if tls != LIBNBD_TLS_DISABLE {
+                    return Err(Error::NotSupported("TLS support"));
+                }
+                inner.tls.mode = tls;
+                Ok(0)
+            },
+        )
+    })
+}
+
+/// Returns the TLS mode requested (`LIBNBD_TLS_*`).
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_tls(h: *mut Handle) -> c_int {
+    ffi_boundary!("nbd_get_tls", |fname| {
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(fname, String::new, |inner| Ok(inner.tls.mode))
+    })
+}
+
+/// Returns 1 if the connection uses TLS, else 0.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_tls_negotiated(h: *mut Handle) -> c_int {
+    ffi_boundary!("nbd_get_tls_negotiated", |fname| {
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(fname, String::new, |inner| {
+            Permitted::HANDSHAKE_KNOWN.check(inner.state)?;
+            not_yet_implemented::<c_int>()
+        })
+    })
+}
+
+/// Sets the directory to read TLS certificates from.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open;
+/// `dir` must be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_tls_certificates(h: *mut Handle, dir: *const c_char) -> c_int {
+    ffi_boundary!("nbd_set_tls_certificates", |fname| {
+        // SAFETY: dir is NULL or a C string (see # Safety).
+        let dir = unsafe { ptr::opt_cstr(dir) };
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(
+            fname,
+            || format!("dir={}", quote_opt(dir)),
+            |inner| {
+                Permitted::CREATED.check(inner.state)?;
+                inner.tls.certificates = Some(ptr::required(dir, "dir")?.to_owned());
+                Ok(0)
+            },
+        )
+    })
+}
+
+/// Chooses whether the server's certificate is verified (default: yes).
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_tls_verify_peer(h: *mut Handle, verify: bool) -> c_int {
+    ffi_boundary!("nbd_set_tls_verify_peer", |fname| {
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(
+            fname,
+            || format!("verify={verify}"),
+            |inner| {
+                Permitted::CREATED.check(inner.state)?;
+                inner.tls.verify_peer = verify;
+                Ok(0)
+            },
+        )
+    })
+}
+
+/// Returns 1 if the server's certificate will be verified, else 0.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_tls_verify_peer(h: *mut Handle) -> c_int {
+    ffi_boundary!("nbd_get_tls_verify_peer", |fname| {
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(fname, String::new, |inner| Ok(inner.tls.verify_peer))
+    })
+}
+
+/// Sets the username for TLS pre-shared key authentication.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open;
+/// `username` must be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_tls_username(h: *mut Handle, username: *const c_char) -> c_int {
+    ffi_boundary!("nbd_set_tls_username", |fname| {
+        // SAFETY: username is NULL or a C string (see # Safety).
+        let username = unsafe { ptr::opt_cstr(username) };
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(
+            fname,
+            || format!("username={}", quote_opt(username)),
+            |inner| {
+                Permitted::CREATED.check(inner.state)?;
+                inner.tls.username = Some(ptr::required(username, "username")?.to_owned());
+                Ok(0)
+            },
+        )
+    })
+}
+
+/// Returns a copy of the TLS username (the one set, else `$LOGNAME`, else
+/// the login name); the caller must `free` it.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_get_tls_username(h: *mut Handle) -> *mut c_char {
+    ffi_boundary!("nbd_get_tls_username", |fname| {
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(fname, String::new, |inner| match &inner.tls.username {
+            Some(name) => MallocStr::new(name),
+            None => MallocStr::new(&login_name()?),
+        })
+    })
+}
+
+/// Sets the file of pre-shared keys for TLS PSK authentication.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open;
+/// `filename` must be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_set_tls_psk_file(h: *mut Handle, filename: *const c_char) -> c_int {
+    ffi_boundary!("nbd_set_tls_psk_file", |fname| {
+        // SAFETY: filename is NULL or a C string (see # Safety).
+        let filename = unsafe { ptr::opt_cstr(filename) };
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(
+            fname,
+            || format!("filename={}", quote_opt(filename)),
+            |inner| {
+                Permitted::CREATED.check(inner.state)?;
+                inner.tls.psk_file = Some(ptr::required(filename, "filename")?.to_owned());
+                Ok(0)
+            },
+        )
+    })
+}
+
+/// Returns 1 if this build supports TLS; it does not, so 0.
+///
+/// # Safety
+///
+/// `h` must be NULL or a handle from `nbd_create` that is still open.
+#[no_mangle]
+pub unsafe extern "C" fn nbd_supports_tls(h: *mut Handle) -> c_int {
+    ffi_boundary!("nbd_supports_tls", |fname| {
+        // SAFETY: h is NULL or open (see # Safety).
+        let h = unsafe { ptr::handle(h) }?;
+        h.call(fname, String::new, |_| Ok(false))
+    })
+}
