@@ -3,19 +3,61 @@
 //! handle's socket from its own event loop (`nbd_aio_get_fd`,
 //! `nbd_aio_get_direction`, `nbd_aio_notify_*`, `nbd_poll`).
 //!
-//! All of this needs the connection engine. Until it lands these calls check
-//! the handle, its state and the pointers, release every callback passed in
-//! (each `.free` exactly once, mid-command callbacks before the completion
-//! callback), and fail with `ENOTSUP`.
+//! The commands are queued with [`HandleInner::issue`] and start going out
+//! at once; the callbacks passed in are kept until the command completes and
+//! then released, each `.free` exactly once (mid-command callbacks before
+//! the completion callback), also when the call fails before queuing.
 
 use crate::callbacks::{ChunkCallback, CompletionCallback, ExtentCallback, Owned};
 use crate::commands::read_buffer;
+use crate::commands::Op;
 use crate::constants::LIBNBD_SHUTDOWN_MASK;
-use crate::errors::{check_flags, not_yet_implemented, Error};
-use crate::handle::Handle;
+use crate::engine::RawBuf;
+use crate::errors::{check_flags, Error};
+use crate::handle::{Handle, HandleInner};
+use crate::hooks::CmdCallbacks;
 use crate::ptr;
 use crate::state::{Permitted, State};
 use std::ffi::{c_int, c_uint, c_void};
+
+impl HandleInner {
+    /// After I/O driven by the caller: fails if that I/O killed the connection.
+    fn after_notify(&self) -> Result<c_int, Error> {
+        if self.state() == State::Dead {
+            return Err(self.death_error());
+        }
+        Ok(0)
+    }
+
+    /// `nbd_shutdown` (`wait`) and `nbd_aio_disconnect`: a soft disconnect.
+    pub(crate) fn shutdown(&mut self, flags: u32, wait: bool) -> Result<c_int, Error> {
+        match self.state() {
+            State::Closed | State::Dead if wait => return Ok(0),
+            State::Ready | State::Processing | State::Negotiating => {}
+            state => {
+                return Err(Error::InvalidState {
+                    state,
+                    allowed: "connected with the server, or negotiating",
+                })
+            }
+        }
+        // LIBNBD_SHUTDOWN_ABANDON_PENDING (checked by the caller) asks to drop
+        // requests not yet sent. This library writes each request as it is
+        // submitted, so the only unsent bytes are those the socket refused;
+        // they are still sent before NBD_CMD_DISC (a known difference).
+        let _ = flags;
+        self.engine.shutdown()?;
+        if wait {
+            self.engine.run_until(|e| {
+                matches!(
+                    e.state(),
+                    Some(nbd_proto::client::State::Closed) | Some(nbd_proto::client::State::Dead)
+                )
+            })?;
+        }
+        Ok(0)
+    }
+}
 
 // Note on callback order: where an export takes both a mid-command callback
 // and a completion callback, the completion callback is taken into an Owned
@@ -40,7 +82,7 @@ pub unsafe extern "C" fn nbd_aio_pread(
 ) -> i64 {
     ffi_boundary!("nbd_aio_pread", |fname| {
         // SAFETY: the caller hands the callback over to us (see # Safety).
-        let _completion = unsafe { Owned::new(completion_callback) };
+        let completion = unsafe { Owned::new(completion_callback) };
         // SAFETY: h is NULL or open (see # Safety).
         let h = unsafe { ptr::handle(h) }?;
         h.call(
@@ -48,8 +90,12 @@ pub unsafe extern "C" fn nbd_aio_pread(
             || format!("buf=<buf> count={count} offset={offset} completion=<fn> flags=0x{flags:x}"),
             |inner| {
                 // SAFETY: buf is NULL or writable for count bytes (# Safety).
-                let _buf = unsafe { read_buffer(inner, Permitted::CONNECTED, buf, count) }?;
-                not_yet_implemented::<i64>()
+                let buf = unsafe { read_buffer(inner, Permitted::CONNECTED, buf, count) }?;
+                let cbs = CmdCallbacks {
+                    completion: Some(completion),
+                    ..CmdCallbacks::default()
+                };
+                cookie(inner.issue(Op::Read(buf.raw()), offset, flags, cbs))
             },
         )
     })
@@ -73,7 +119,7 @@ pub unsafe extern "C" fn nbd_aio_pread_structured(
 ) -> i64 {
     ffi_boundary!("nbd_aio_pread_structured", |fname| {
         // SAFETY: the caller hands both callbacks over to us (see # Safety).
-        let _completion = unsafe { Owned::new(completion_callback) };
+        let completion = unsafe { Owned::new(completion_callback) };
         // SAFETY: as above.
         let chunk = unsafe { Owned::new(chunk_callback) };
         // SAFETY: h is NULL or open (see # Safety).
@@ -87,11 +133,16 @@ pub unsafe extern "C" fn nbd_aio_pread_structured(
             },
             |inner| {
                 // SAFETY: buf is NULL or writable for count bytes (# Safety).
-                let _buf = unsafe { read_buffer(inner, Permitted::CONNECTED, buf, count) }?;
+                let buf = unsafe { read_buffer(inner, Permitted::CONNECTED, buf, count) }?;
                 if chunk.is_null() {
                     return Err(Error::NullPointer { param: "chunk_callback" });
                 }
-                not_yet_implemented::<i64>()
+                let cbs = CmdCallbacks {
+                    chunk: Some(chunk),
+                    extent: None,
+                    completion: Some(completion),
+                };
+                cookie(inner.issue(Op::Read(buf.raw()), offset, flags, cbs))
             },
         )
     })
@@ -115,16 +166,24 @@ pub unsafe extern "C" fn nbd_aio_pwrite(
 ) -> i64 {
     ffi_boundary!("nbd_aio_pwrite", |fname| {
         // SAFETY: the caller hands the callback over to us (see # Safety).
-        let _completion = unsafe { Owned::new(completion_callback) };
+        let completion = unsafe { Owned::new(completion_callback) };
         // SAFETY: h is NULL or open (see # Safety).
         let h = unsafe { ptr::handle(h) }?;
         h.call(
             fname,
             || format!("buf=<buf> count={count} offset={offset} completion=<fn> flags=0x{flags:x}"),
             |inner| {
-                Permitted::CONNECTED.check(inner.state)?;
-                ptr::required_ptr(buf, "buf")?;
-                not_yet_implemented::<i64>()
+                Permitted::CONNECTED.check(inner.state())?;
+                let buf = ptr::required_ptr(buf, "buf")?;
+                let raw = RawBuf {
+                    ptr: buf.as_ptr().cast::<u8>(),
+                    len: count,
+                };
+                let cbs = CmdCallbacks {
+                    completion: Some(completion),
+                    ..CmdCallbacks::default()
+                };
+                cookie(inner.issue(Op::Write(raw), offset, flags, cbs))
             },
         )
     })
@@ -144,9 +203,9 @@ pub unsafe extern "C" fn nbd_aio_disconnect(h: *mut Handle, flags: u32) -> c_int
             fname,
             || format!("flags=0x{flags:x}"),
             |inner| {
-                Permitted::CONNECTED.check(inner.state)?;
+                Permitted::CONNECTED.check(inner.state())?;
                 check_flags("flags", flags, LIBNBD_SHUTDOWN_MASK)?;
-                not_yet_implemented::<c_int>()
+                inner.shutdown(flags, false)
             },
         )
     })
@@ -162,12 +221,30 @@ unsafe fn range_command(
     fname: &'static str,
     h: *mut Handle,
     args: impl FnOnce() -> String,
+    op: Op,
+    offset: u64,
+    flags: u32,
+    completion: Owned<CompletionCallback>,
 ) -> Result<i64, Error> {
+    let cbs = CmdCallbacks {
+        completion: Some(completion),
+        ..CmdCallbacks::default()
+    };
     // SAFETY: forwarded from this function's contract.
     let h = unsafe { ptr::handle(h) }?;
     h.call(fname, args, |inner| {
-        Permitted::CONNECTED.check(inner.state)?;
-        not_yet_implemented::<i64>()
+        Permitted::CONNECTED.check(inner.state())?;
+        cookie(inner.issue(op, offset, flags, cbs))
+    })
+}
+
+/// A cookie as the C API returns it.
+fn cookie(c: Result<u64, Error>) -> Result<i64, Error> {
+    c.and_then(|c| {
+        i64::try_from(c).map_err(|_| Error::Engine {
+            errno: libc::EOVERFLOW,
+            message: "cookie out of range".into(),
+        })
     })
 }
 
@@ -185,9 +262,19 @@ pub unsafe extern "C" fn nbd_aio_flush(
 ) -> i64 {
     ffi_boundary!("nbd_aio_flush", |fname| {
         // SAFETY: the caller hands the callback over to us (see # Safety).
-        let _completion = unsafe { Owned::new(completion_callback) };
+        let completion = unsafe { Owned::new(completion_callback) };
         // SAFETY: h is NULL or open (see # Safety).
-        unsafe { range_command(fname, h, || format!("completion=<fn> flags=0x{flags:x}")) }
+        unsafe {
+            range_command(
+                fname,
+                h,
+                || format!("completion=<fn> flags=0x{flags:x}"),
+                Op::Flush,
+                0,
+                flags,
+                completion,
+            )
+        }
     })
 }
 
@@ -207,12 +294,18 @@ pub unsafe extern "C" fn nbd_aio_trim(
 ) -> i64 {
     ffi_boundary!("nbd_aio_trim", |fname| {
         // SAFETY: the caller hands the callback over to us (see # Safety).
-        let _completion = unsafe { Owned::new(completion_callback) };
+        let completion = unsafe { Owned::new(completion_callback) };
         // SAFETY: h is NULL or open (see # Safety).
         unsafe {
-            range_command(fname, h, || {
-                format!("count={count} offset={offset} completion=<fn> flags=0x{flags:x}")
-            })
+            range_command(
+                fname,
+                h,
+                || format!("count={count} offset={offset} completion=<fn> flags=0x{flags:x}"),
+                Op::Trim(count),
+                offset,
+                flags,
+                completion,
+            )
         }
     })
 }
@@ -233,12 +326,18 @@ pub unsafe extern "C" fn nbd_aio_cache(
 ) -> i64 {
     ffi_boundary!("nbd_aio_cache", |fname| {
         // SAFETY: the caller hands the callback over to us (see # Safety).
-        let _completion = unsafe { Owned::new(completion_callback) };
+        let completion = unsafe { Owned::new(completion_callback) };
         // SAFETY: h is NULL or open (see # Safety).
         unsafe {
-            range_command(fname, h, || {
-                format!("count={count} offset={offset} completion=<fn> flags=0x{flags:x}")
-            })
+            range_command(
+                fname,
+                h,
+                || format!("count={count} offset={offset} completion=<fn> flags=0x{flags:x}"),
+                Op::Cache(count),
+                offset,
+                flags,
+                completion,
+            )
         }
     })
 }
@@ -259,12 +358,18 @@ pub unsafe extern "C" fn nbd_aio_zero(
 ) -> i64 {
     ffi_boundary!("nbd_aio_zero", |fname| {
         // SAFETY: the caller hands the callback over to us (see # Safety).
-        let _completion = unsafe { Owned::new(completion_callback) };
+        let completion = unsafe { Owned::new(completion_callback) };
         // SAFETY: h is NULL or open (see # Safety).
         unsafe {
-            range_command(fname, h, || {
-                format!("count={count} offset={offset} completion=<fn> flags=0x{flags:x}")
-            })
+            range_command(
+                fname,
+                h,
+                || format!("count={count} offset={offset} completion=<fn> flags=0x{flags:x}"),
+                Op::Zero(count),
+                offset,
+                flags,
+                completion,
+            )
         }
     })
 }
@@ -286,7 +391,7 @@ pub unsafe extern "C" fn nbd_aio_block_status(
 ) -> i64 {
     ffi_boundary!("nbd_aio_block_status", |fname| {
         // SAFETY: the caller hands both callbacks over to us (see # Safety).
-        let _completion = unsafe { Owned::new(completion_callback) };
+        let completion = unsafe { Owned::new(completion_callback) };
         // SAFETY: as above.
         let extent = unsafe { Owned::new(extent_callback) };
         // SAFETY: h is NULL or open (see # Safety).
@@ -299,13 +404,18 @@ pub unsafe extern "C" fn nbd_aio_block_status(
                 )
             },
             |inner| {
-                Permitted::CONNECTED.check(inner.state)?;
+                Permitted::CONNECTED.check(inner.state())?;
                 if extent.is_null() {
                     return Err(Error::NullPointer {
                         param: "extent_callback",
                     });
                 }
-                not_yet_implemented::<i64>()
+                let cbs = CmdCallbacks {
+                    chunk: None,
+                    extent: Some(extent),
+                    completion: Some(completion),
+                };
+                cookie(inner.issue(Op::BlockStatus(count), offset, flags, cbs))
             },
         )
     })
@@ -321,7 +431,12 @@ pub unsafe extern "C" fn nbd_aio_get_fd(h: *mut Handle) -> c_int {
     ffi_boundary!("nbd_aio_get_fd", |fname| {
         // SAFETY: h is NULL or open (see # Safety).
         let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |_inner| not_yet_implemented::<c_int>())
+        h.call(fname, String::new, |inner| {
+            inner.engine.fd().ok_or(Error::InvalidState {
+                state: inner.state(),
+                allowed: "connecting, or connected",
+            })
+        })
     })
 }
 
@@ -336,10 +451,10 @@ pub unsafe extern "C" fn nbd_aio_get_direction(h: *mut Handle) -> c_uint {
     ffi_boundary!("nbd_aio_get_direction", |fname| {
         // SAFETY: h is NULL or open (see # Safety).
         let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |inner| match inner.state {
+        h.call(fname, String::new, |inner| match inner.state() {
             // No socket yet: nothing to poll for.
             State::Created => Ok(0u32),
-            _ => not_yet_implemented::<u32>(),
+            _ => Ok(inner.engine.direction()),
         })
     })
 }
@@ -354,7 +469,10 @@ pub unsafe extern "C" fn nbd_aio_notify_read(h: *mut Handle) -> c_int {
     ffi_boundary!("nbd_aio_notify_read", |fname| {
         // SAFETY: h is NULL or open (see # Safety).
         let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |_inner| not_yet_implemented::<c_int>())
+        h.call(fname, String::new, |inner| {
+            inner.engine.notify_read();
+            inner.after_notify()
+        })
     })
 }
 
@@ -368,7 +486,10 @@ pub unsafe extern "C" fn nbd_aio_notify_write(h: *mut Handle) -> c_int {
     ffi_boundary!("nbd_aio_notify_write", |fname| {
         // SAFETY: h is NULL or open (see # Safety).
         let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |_inner| not_yet_implemented::<c_int>())
+        h.call(fname, String::new, |inner| {
+            inner.engine.notify_write();
+            inner.after_notify()
+        })
     })
 }
 
@@ -386,7 +507,7 @@ pub unsafe extern "C" fn nbd_aio_command_completed(h: *mut Handle, cookie: u64) 
         h.call(
             fname,
             || format!("cookie={cookie}"),
-            |_inner| not_yet_implemented::<c_int>(),
+            |inner| Ok(c_int::from(inner.engine.command_completed(cookie)?)),
         )
     })
 }
@@ -401,7 +522,16 @@ pub unsafe extern "C" fn nbd_aio_peek_command_completed(h: *mut Handle) -> i64 {
     ffi_boundary!("nbd_aio_peek_command_completed", |fname| {
         // SAFETY: h is NULL or open (see # Safety).
         let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |_inner| not_yet_implemented::<i64>())
+        h.call(fname, String::new, |inner| {
+            match inner.engine.peek_completed() {
+                Some(c) => cookie(Ok(c)),
+                None if inner.engine.in_flight() > 0 => Ok(0),
+                None => Err(Error::Engine {
+                    errno: libc::EINVAL,
+                    message: "no commands are in flight".into(),
+                }),
+            }
+        })
     })
 }
 
@@ -416,8 +546,8 @@ pub unsafe extern "C" fn nbd_aio_in_flight(h: *mut Handle) -> c_int {
         // SAFETY: h is NULL or open (see # Safety).
         let h = unsafe { ptr::handle(h) }?;
         h.call(fname, String::new, |inner| {
-            Permitted::CONNECTED_OR_OVER.check(inner.state)?;
-            not_yet_implemented::<c_int>()
+            Permitted::CONNECTED_OR_OVER.check(inner.state())?;
+            Ok(c_int::try_from(inner.engine.in_flight()).unwrap_or(c_int::MAX))
         })
     })
 }
@@ -436,7 +566,11 @@ pub unsafe extern "C" fn nbd_poll(h: *mut Handle, timeout: c_int) -> c_int {
         h.call(
             fname,
             || format!("timeout={timeout}"),
-            |_inner| not_yet_implemented::<c_int>(),
+            |inner| {
+                let progressed = inner.engine.poll(timeout)?;
+                inner.after_notify()?;
+                Ok(c_int::from(progressed))
+            },
         )
     })
 }

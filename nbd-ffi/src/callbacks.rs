@@ -185,6 +185,11 @@ impl<T: CallbackStruct> Owned<T> {
     pub(crate) fn is_null(&self) -> bool {
         self.raw.has_no_function() && self.raw.free_fn().is_none()
     }
+
+    /// The struct, to call its `callback` with its `user_data`.
+    pub(crate) fn raw(&self) -> &T {
+        &self.raw
+    }
 }
 
 impl Owned<DebugCallback> {

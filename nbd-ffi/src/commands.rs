@@ -2,16 +2,21 @@
 //! ...) and the settings that govern all data commands: strict mode and read
 //! buffer initialisation.
 //!
-//! The commands need the connection engine. Until it lands they do what can
-//! be done without a connection (zero the read buffer, check the state and
-//! the pointers, release callbacks) and then fail with `ENOTSUP`.
+//! Every command goes through [`HandleInner::issue`], which checks the flags
+//! and queues the command on the engine with its buffers and callbacks; the
+//! synchronous forms then poll until that command completes
+//! ([`HandleInner::wait_command`]).
 
 use crate::callbacks::{ChunkCallback, ExtentCallback, Owned};
+use crate::constants::LIBNBD_CMD_FLAG_MASK;
 use crate::constants::{LIBNBD_SHUTDOWN_MASK, LIBNBD_STRICT_MASK};
-use crate::errors::{check_flags, not_yet_implemented, Error};
+use crate::engine::RawBuf;
+use crate::errors::{check_flags, Error};
 use crate::handle::{Handle, HandleInner};
+use crate::hooks::CmdCallbacks;
 use crate::ptr::{self, OutBuf};
 use crate::state::Permitted;
+use nbd_proto::client::{Command, CommandKind};
 use std::ffi::{c_int, c_void};
 
 /// The command settings of one handle.
@@ -30,6 +35,97 @@ impl Default for CommandSettings {
             strict_mode: LIBNBD_STRICT_MASK,
             pread_initialize: true,
         }
+    }
+}
+
+/// A data command and what it needs.
+pub(crate) enum Op {
+    /// Read into the caller's buffer.
+    Read(RawBuf),
+    /// Write from the caller's buffer.
+    Write(RawBuf),
+    /// Flush.
+    Flush,
+    /// Trim this many bytes.
+    Trim(u64),
+    /// Cache this many bytes.
+    Cache(u64),
+    /// Write zeroes over this many bytes.
+    Zero(u64),
+    /// Block status of this many bytes.
+    BlockStatus(u64),
+}
+
+impl HandleInner {
+    /// Queues a data command; returns its cookie. On failure nothing is
+    /// queued and the callbacks are released.
+    pub(crate) fn issue(
+        &mut self,
+        op: Op,
+        offset: u64,
+        flags: u32,
+        callbacks: CmdCallbacks,
+    ) -> Result<u64, Error> {
+        Permitted::CONNECTED.check(self.state())?;
+        check_flags("flags", flags, LIBNBD_CMD_FLAG_MASK)?;
+        // The LIBNBD_CMD_FLAG_* bits are the protocol's NBD_CMD_FLAG_* bits.
+        let f = flags as u16;
+        let hooks = callbacks.boxed();
+        let simple = |kind, len| Command::new(kind, offset, len).with_flags(f);
+        let cookie = match op {
+            Op::Read(buf) => self.engine.submit(
+                simple(CommandKind::Read, buf.len as u64),
+                Some(buf),
+                None,
+                hooks,
+            ),
+            Op::Write(buf) => self.engine.submit_write(buf, offset, f, hooks),
+            Op::Flush => self.engine.submit(
+                Command::new(CommandKind::Flush, 0, 0).with_flags(f),
+                None,
+                None,
+                hooks,
+            ),
+            Op::Trim(n) => self
+                .engine
+                .submit(simple(CommandKind::Trim, n), None, None, hooks),
+            Op::Cache(n) => self
+                .engine
+                .submit(simple(CommandKind::Cache, n), None, None, hooks),
+            Op::Zero(n) => {
+                self.engine
+                    .submit(simple(CommandKind::WriteZeroes, n), None, None, hooks)
+            }
+            Op::BlockStatus(n) => {
+                self.engine
+                    .submit(simple(CommandKind::BlockStatus, n), None, None, hooks)
+            }
+        }?;
+        Ok(cookie)
+    }
+
+    /// Polls until `cookie` completes, then retires it: 0, or its error.
+    pub(crate) fn wait_command(&mut self, cookie: u64) -> Result<c_int, Error> {
+        self.engine.run_until(|e| e.is_complete(cookie))?;
+        match self.engine.command_completed(cookie)? {
+            true => Ok(0),
+            false => Err(Error::Engine {
+                errno: libc::EIO,
+                message: "the command did not complete".into(),
+            }),
+        }
+    }
+
+    /// Issues a command and waits for it (the synchronous API).
+    pub(crate) fn run(
+        &mut self,
+        op: Op,
+        offset: u64,
+        flags: u32,
+        callbacks: CmdCallbacks,
+    ) -> Result<c_int, Error> {
+        let cookie = self.issue(op, offset, flags, callbacks)?;
+        self.wait_command(cookie)
     }
 }
 
@@ -54,7 +150,7 @@ pub(crate) unsafe fn read_buffer(
             out.zero();
         }
     }
-    permitted.check(inner.state)?;
+    permitted.check(inner.state())?;
     out
 }
 
@@ -154,8 +250,8 @@ pub unsafe extern "C" fn nbd_pread(
             || format!("buf=<buf> count={count} offset={offset} flags=0x{flags:x}"),
             |inner| {
                 // SAFETY: buf is NULL or writable for count bytes (# Safety).
-                let _buf = unsafe { read_buffer(inner, Permitted::CONNECTED, buf, count) }?;
-                not_yet_implemented::<c_int>()
+                let buf = unsafe { read_buffer(inner, Permitted::CONNECTED, buf, count) }?;
+                inner.run(Op::Read(buf.raw()), offset, flags, CmdCallbacks::default())
             },
         )
     })
@@ -187,13 +283,17 @@ pub unsafe extern "C" fn nbd_pread_structured(
             || format!("buf=<buf> count={count} offset={offset} chunk=<fn> flags=0x{flags:x}"),
             |inner| {
                 // SAFETY: buf is NULL or writable for count bytes (# Safety).
-                let _buf = unsafe { read_buffer(inner, Permitted::CONNECTED, buf, count) }?;
+                let buf = unsafe { read_buffer(inner, Permitted::CONNECTED, buf, count) }?;
                 if chunk.is_null() {
                     return Err(Error::NullPointer {
                         param: "chunk_callback",
                     });
                 }
-                not_yet_implemented::<c_int>()
+                let cbs = CmdCallbacks {
+                    chunk: Some(chunk),
+                    ..CmdCallbacks::default()
+                };
+                inner.run(Op::Read(buf.raw()), offset, flags, cbs)
             },
         )
     })
@@ -220,9 +320,13 @@ pub unsafe extern "C" fn nbd_pwrite(
             fname,
             || format!("buf=<buf> count={count} offset={offset} flags=0x{flags:x}"),
             |inner| {
-                Permitted::CONNECTED.check(inner.state)?;
-                ptr::required_ptr(buf, "buf")?;
-                not_yet_implemented::<c_int>()
+                Permitted::CONNECTED.check(inner.state())?;
+                let buf = ptr::required_ptr(buf, "buf")?;
+                let raw = RawBuf {
+                    ptr: buf.as_ptr().cast::<u8>(),
+                    len: count,
+                };
+                inner.run(Op::Write(raw), offset, flags, CmdCallbacks::default())
             },
         )
     })
@@ -242,9 +346,8 @@ pub unsafe extern "C" fn nbd_shutdown(h: *mut Handle, flags: u32) -> c_int {
             fname,
             || format!("flags=0x{flags:x}"),
             |inner| {
-                Permitted::CONNECTED.check(inner.state)?;
                 check_flags("flags", flags, LIBNBD_SHUTDOWN_MASK)?;
-                not_yet_implemented::<c_int>()
+                inner.shutdown(flags, true)
             },
         )
     })
@@ -263,10 +366,7 @@ pub unsafe extern "C" fn nbd_flush(h: *mut Handle, flags: u32) -> c_int {
         h.call(
             fname,
             || format!("flags=0x{flags:x}"),
-            |inner| {
-                Permitted::CONNECTED.check(inner.state)?;
-                not_yet_implemented::<c_int>()
-            },
+            |inner| inner.run(Op::Flush, 0, flags, CmdCallbacks::default()),
         )
     })
 }
@@ -284,10 +384,7 @@ pub unsafe extern "C" fn nbd_trim(h: *mut Handle, count: u64, offset: u64, flags
         h.call(
             fname,
             || format!("count={count} offset={offset} flags=0x{flags:x}"),
-            |inner| {
-                Permitted::CONNECTED.check(inner.state)?;
-                not_yet_implemented::<c_int>()
-            },
+            |inner| inner.run(Op::Trim(count), offset, flags, CmdCallbacks::default()),
         )
     })
 }
@@ -305,10 +402,7 @@ pub unsafe extern "C" fn nbd_cache(h: *mut Handle, count: u64, offset: u64, flag
         h.call(
             fname,
             || format!("count={count} offset={offset} flags=0x{flags:x}"),
-            |inner| {
-                Permitted::CONNECTED.check(inner.state)?;
-                not_yet_implemented::<c_int>()
-            },
+            |inner| inner.run(Op::Cache(count), offset, flags, CmdCallbacks::default()),
         )
     })
 }
@@ -326,10 +420,7 @@ pub unsafe extern "C" fn nbd_zero(h: *mut Handle, count: u64, offset: u64, flags
         h.call(
             fname,
             || format!("count={count} offset={offset} flags=0x{flags:x}"),
-            |inner| {
-                Permitted::CONNECTED.check(inner.state)?;
-                not_yet_implemented::<c_int>()
-            },
+            |inner| inner.run(Op::Zero(count), offset, flags, CmdCallbacks::default()),
         )
     })
 }
@@ -358,13 +449,17 @@ pub unsafe extern "C" fn nbd_block_status(
             fname,
             || format!("count={count} offset={offset} extent=<fn> flags=0x{flags:x}"),
             |inner| {
-                Permitted::CONNECTED.check(inner.state)?;
+                Permitted::CONNECTED.check(inner.state())?;
                 if extent.is_null() {
                     return Err(Error::NullPointer {
                         param: "extent_callback",
                     });
                 }
-                not_yet_implemented::<c_int>()
+                let cbs = CmdCallbacks {
+                    extent: Some(extent),
+                    ..CmdCallbacks::default()
+                };
+                inner.run(Op::BlockStatus(count), offset, flags, cbs)
             },
         )
     })

@@ -64,14 +64,20 @@ pub(crate) enum Error {
     NotPermitted(String),
     /// A feature this build does not have (TLS).
     NotSupported(&'static str),
-    /// A call whose implementation needs the connection engine.
-    NotImplemented,
     /// A system call failed.
     Os {
         /// What failed ("getlogin_r").
         context: &'static str,
         /// The errno it reported.
         errno: c_int,
+    },
+    /// The connection or a command failed; errno and message come from the
+    /// engine (the server's error, a protocol violation, a system call).
+    Engine {
+        /// The errno to report.
+        errno: c_int,
+        /// What happened.
+        message: String,
     },
     /// A Rust panic was caught at the C boundary.
     Panic,
@@ -93,8 +99,8 @@ impl Error {
             | Error::Invalid(_) => libc::EINVAL,
             Error::NameTooLong { .. } => libc::ENAMETOOLONG,
             Error::NotPermitted(_) => libc::EPERM,
-            Error::NotSupported(_) | Error::NotImplemented => libc::ENOTSUP,
-            Error::Os { errno, .. } => *errno,
+            Error::NotSupported(_) => libc::ENOTSUP,
+            Error::Os { errno, .. } | Error::Engine { errno, .. } => *errno,
             Error::Panic => libc::EIO,
             Error::Poisoned => libc::ENOTRECOVERABLE,
         }
@@ -126,12 +132,21 @@ impl fmt::Display for Error {
             }
             Error::Invalid(text) | Error::NotPermitted(text) => f.write_str(text),
             Error::NotSupported(what) => write!(f, "this build of the library has no {what}"),
-            Error::NotImplemented => f.write_str("not yet implemented"),
             Error::Os { context, .. } => f.write_str(context),
+            Error::Engine { message, .. } => f.write_str(message),
             Error::Panic => f.write_str("internal error: panic"),
             Error::Poisoned => {
                 f.write_str("internal error: an earlier panic left this handle unusable")
             }
+        }
+    }
+}
+
+impl From<crate::engine::EngineError> for Error {
+    fn from(e: crate::engine::EngineError) -> Self {
+        Error::Engine {
+            errno: e.errno,
+            message: e.message,
         }
     }
 }
@@ -142,12 +157,6 @@ pub(crate) fn check_flags(param: &'static str, flags: u32, mask: u32) -> Result<
         0 => Ok(()),
         bits => Err(Error::UnknownFlags { param, bits }),
     }
-}
-
-/// The error of every call that needs the connection engine, which has not
-/// landed yet: `ENOTSUP`, "<function>: not yet implemented".
-pub(crate) fn not_yet_implemented<R>() -> Result<R, Error> {
-    Err(Error::NotImplemented)
 }
 
 /// The full message for `error` raised by the API function `fname`:
@@ -276,7 +285,7 @@ mod tests {
 
     #[test]
     fn last_error_round_trip() {
-        record("nbd_y", &Error::NotImplemented);
+        record("nbd_y", &Error::NotSupported("TLS support"));
         // SAFETY: both functions only read this thread's last error.
         let (errno, msg) = unsafe { (nbd_get_errno(), nbd_get_error()) };
         assert_eq!(errno, libc::ENOTSUP);
@@ -286,6 +295,6 @@ mod tests {
         assert!(msg
             .to_str()
             .unwrap()
-            .starts_with("nbd_y: not yet implemented"));
+            .starts_with("nbd_y: this build of the library has no TLS support"));
     }
 }

@@ -33,8 +33,10 @@ pub(crate) struct HandleInner {
     pub(crate) name: CString,
     /// The application's `nbd_set_private_data` value.
     pub(crate) private_data: usize,
-    /// Where the connection is.
-    pub(crate) state: State,
+    /// The connection: protocol state machine, socket, commands in flight.
+    pub(crate) engine: crate::engine::Engine,
+    /// Where the handle connected, as a URI (for `nbd_get_uri`).
+    pub(crate) connected_uri: Option<crate::uri::NbdUri>,
     /// `nbd_set_debug` and the debug callback.
     pub(crate) debug: DebugSettings,
     /// What the handshake asks the server for.
@@ -58,7 +60,8 @@ impl Handle {
             inner: Mutex::new(HandleInner {
                 name,
                 private_data: 0,
-                state: State::Created,
+                engine: crate::engine::Engine::new(),
+                connected_uri: None,
                 debug: DebugSettings::from_env(),
                 negotiation: NegotiationSettings::default(),
                 commands: CommandSettings::default(),
@@ -107,6 +110,20 @@ impl Handle {
 }
 
 impl HandleInner {
+    /// Where the connection is, in the seven states the C API shows.
+    pub(crate) fn state(&self) -> State {
+        use nbd_proto::client::State as S;
+        match self.engine.state() {
+            None => State::Created,
+            Some(S::Connecting) => State::Connecting,
+            Some(S::Negotiating) => State::Negotiating,
+            Some(S::Ready) => State::Ready,
+            Some(S::Processing) => State::Processing,
+            Some(S::Closed) => State::Closed,
+            Some(S::Dead) => State::Dead,
+        }
+    }
+
     /// Emits a debug message from the API function `context`.
     pub(crate) fn trace(&self, context: &str, msg: &str) {
         self.debug.emit(&self.name, context, msg);

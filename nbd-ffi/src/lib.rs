@@ -33,5 +33,7 @@ pub mod uri;
 
 pub mod callbacks;
 pub mod constants;
+mod engine;
 pub mod have;
+mod hooks;
 mod ptr;

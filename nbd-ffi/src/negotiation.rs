@@ -65,7 +65,7 @@ pub unsafe extern "C" fn nbd_set_export_name(h: *mut Handle, export_name: *const
             fname,
             || format!("export_name={}", quote_opt(name)),
             |inner| {
-                Permitted::CREATED_OR_NEGOTIATING.check(inner.state)?;
+                Permitted::CREATED_OR_NEGOTIATING.check(inner.state())?;
                 let name = ptr::required(name, "export_name")?;
                 let name = ptr::protocol_string(name, "export name")?;
                 inner.negotiation.export_name = name.to_owned();
@@ -109,7 +109,7 @@ pub unsafe extern "C" fn nbd_set_request_structured_replies(
             fname,
             || format!("request={request}"),
             |inner| {
-                Permitted::CREATED.check(inner.state)?;
+                Permitted::CREATED.check(inner.state())?;
                 inner.negotiation.request_structured_replies = request;
                 Ok(0)
             },
@@ -148,7 +148,7 @@ pub unsafe extern "C" fn nbd_set_handshake_flags(h: *mut Handle, flags: u32) -> 
             fname,
             || format!("flags=0x{flags:x}"),
             |inner| {
-                Permitted::CREATED.check(inner.state)?;
+                Permitted::CREATED.check(inner.state())?;
                 check_flags("flags", flags, LIBNBD_HANDSHAKE_FLAG_MASK)?;
                 inner.negotiation.handshake_flags = flags;
                 Ok(0)
@@ -189,7 +189,7 @@ pub unsafe extern "C" fn nbd_set_full_info(h: *mut Handle, request: bool) -> c_i
             fname,
             || format!("request={request}"),
             |inner| {
-                Permitted::CREATED_OR_NEGOTIATING.check(inner.state)?;
+                Permitted::CREATED_OR_NEGOTIATING.check(inner.state())?;
                 inner.negotiation.full_info = request;
                 Ok(0)
             },
@@ -226,7 +226,7 @@ pub unsafe extern "C" fn nbd_set_request_block_size(h: *mut Handle, request: boo
             fname,
             || format!("request={request}"),
             |inner| {
-                Permitted::CREATED_OR_NEGOTIATING.check(inner.state)?;
+                Permitted::CREATED_OR_NEGOTIATING.check(inner.state())?;
                 inner.negotiation.request_block_size = request;
                 Ok(0)
             },
@@ -268,7 +268,7 @@ pub unsafe extern "C" fn nbd_add_meta_context(h: *mut Handle, name: *const c_cha
             fname,
             || format!("name={}", quote_opt(name)),
             |inner| {
-                Permitted::CREATED_OR_NEGOTIATING.check(inner.state)?;
+                Permitted::CREATED_OR_NEGOTIATING.check(inner.state())?;
                 let name = ptr::required(name, "name")?;
                 let name = ptr::protocol_string(name, "meta context name")?;
                 inner.negotiation.meta_contexts.push(name.to_owned());
@@ -333,7 +333,7 @@ pub unsafe extern "C" fn nbd_clear_meta_contexts(h: *mut Handle) -> c_int {
         // SAFETY: h is NULL or open (see # Safety).
         let h = unsafe { ptr::handle(h) }?;
         h.call(fname, String::new, |inner| {
-            Permitted::CREATED_OR_NEGOTIATING.check(inner.state)?;
+            Permitted::CREATED_OR_NEGOTIATING.check(inner.state())?;
             inner.negotiation.meta_contexts.clear();
             Ok(0)
         })

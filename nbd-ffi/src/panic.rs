@@ -219,7 +219,9 @@ mod tests {
 
     #[test]
     fn error_becomes_failure_value() {
-        let r = boundary("nbd_test_err", || Err::<i64, _>(Error::NotImplemented));
+        let r = boundary("nbd_test_err", || {
+            Err::<i64, _>(Error::NotSupported("TLS support"))
+        });
         assert_eq!(r, -1);
         let r: c_int = boundary("nbd_test_ok", || Ok(true));
         assert_eq!(r, 1);

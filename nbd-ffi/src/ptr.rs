@@ -180,6 +180,14 @@ impl OutBuf {
         Ok(OutBuf { ptr, len: count })
     }
 
+    /// The buffer as the engine holds it until the command completes.
+    pub(crate) fn raw(&self) -> crate::engine::RawBuf {
+        crate::engine::RawBuf {
+            ptr: self.ptr.as_ptr(),
+            len: self.len,
+        }
+    }
+
     /// Sets the whole buffer to zero (`nbd_set_pread_initialize`).
     pub(crate) fn zero(&self) {
         // SAFETY: the region is writable for len bytes (see new()).

@@ -152,7 +152,7 @@ unsafe fn is_state(
 ) -> Result<bool, crate::errors::Error> {
     // SAFETY: forwarded from this function's contract.
     let h = unsafe { ptr::handle(h) }?;
-    h.call(fname, String::new, |inner| Ok(pred(inner.state)))
+    h.call(fname, String::new, |inner| Ok(pred(inner.state())))
 }
 
 /// Returns 1 if the handle has not started connecting yet, else 0.
@@ -256,7 +256,7 @@ pub unsafe extern "C" fn nbd_connection_state(h: *mut Handle) -> *const c_char {
     ffi_boundary!("nbd_connection_state", |fname| {
         // SAFETY: h is NULL or open (see # Safety).
         let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |inner| Ok(inner.state.description()))
+        h.call(fname, String::new, |inner| Ok(inner.state().description()))
     })
 }
 

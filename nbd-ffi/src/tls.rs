@@ -6,7 +6,7 @@
 
 use crate::constants::{LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE};
 use crate::debug::quote_opt;
-use crate::errors::{not_yet_implemented, Error};
+use crate::errors::Error;
 use crate::handle::Handle;
 use crate::ptr::{self, MallocStr};
 use crate::state::Permitted;
@@ -96,7 +96,7 @@ pub unsafe extern "C" fn nbd_set_tls(h: *mut Handle, tls: c_int) -> c_int {
             fname,
             || format!("tls={tls}"),
             |inner| {
-                Permitted::CREATED.check(inner.state)?;
+                Permitted::CREATED.check(inner.state())?;
                 check_tls_mode("tls", tls)?;
                 if tls != LIBNBD_TLS_DISABLE {
                     return Err(Error::NotSupported("TLS support"));
@@ -133,8 +133,10 @@ pub unsafe extern "C" fn nbd_get_tls_negotiated(h: *mut Handle) -> c_int {
         // SAFETY: h is NULL or open (see # Safety).
         let h = unsafe { ptr::handle(h) }?;
         h.call(fname, String::new, |inner| {
-            Permitted::HANDSHAKE_KNOWN.check(inner.state)?;
-            not_yet_implemented::<c_int>()
+            Permitted::HANDSHAKE_KNOWN.check(inner.state())?;
+            Ok(c_int::from(
+                inner.engine.client().is_some_and(|c| c.tls_negotiated()),
+            ))
         })
     })
 }
@@ -156,7 +158,7 @@ pub unsafe extern "C" fn nbd_set_tls_certificates(h: *mut Handle, dir: *const c_
             fname,
             || format!("dir={}", quote_opt(dir)),
             |inner| {
-                Permitted::CREATED.check(inner.state)?;
+                Permitted::CREATED.check(inner.state())?;
                 inner.tls.certificates = Some(ptr::required(dir, "dir")?.to_owned());
                 Ok(0)
             },
@@ -178,7 +180,7 @@ pub unsafe extern "C" fn nbd_set_tls_verify_peer(h: *mut Handle, verify: bool) -
             fname,
             || format!("verify={verify}"),
             |inner| {
-                Permitted::CREATED.check(inner.state)?;
+                Permitted::CREATED.check(inner.state())?;
                 inner.tls.verify_peer = verify;
                 Ok(0)
             },
@@ -217,7 +219,7 @@ pub unsafe extern "C" fn nbd_set_tls_username(h: *mut Handle, username: *const c
             fname,
             || format!("username={}", quote_opt(username)),
             |inner| {
-                Permitted::CREATED.check(inner.state)?;
+                Permitted::CREATED.check(inner.state())?;
                 inner.tls.username = Some(ptr::required(username, "username")?.to_owned());
                 Ok(0)
             },
@@ -260,7 +262,7 @@ pub unsafe extern "C" fn nbd_set_tls_psk_file(h: *mut Handle, filename: *const c
             fname,
             || format!("filename={}", quote_opt(filename)),
             |inner| {
-                Permitted::CREATED.check(inner.state)?;
+                Permitted::CREATED.check(inner.state())?;
                 inner.tls.psk_file = Some(ptr::required(filename, "filename")?.to_owned());
                 Ok(0)
             },

@@ -10,7 +10,7 @@ use crate::constants::{
     LIBNBD_ALLOW_TRANSPORT_MASK, LIBNBD_ALLOW_TRANSPORT_TCP, LIBNBD_ALLOW_TRANSPORT_UNIX,
     LIBNBD_ALLOW_TRANSPORT_VSOCK, LIBNBD_TLS_ALLOW, LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE,
 };
-use crate::errors::{check_flags, not_yet_implemented, Error};
+use crate::errors::{check_flags, Error};
 use crate::handle::Handle;
 use crate::ptr::{self, MallocStr};
 use crate::state::Permitted;
@@ -110,7 +110,7 @@ pub unsafe extern "C" fn nbd_set_uri_allow_transports(h: *mut Handle, mask: u32)
             fname,
             || format!("mask=0x{mask:x}"),
             |inner| {
-                Permitted::CREATED.check(inner.state)?;
+                Permitted::CREATED.check(inner.state())?;
                 check_flags("mask", mask, LIBNBD_ALLOW_TRANSPORT_MASK)?;
                 inner.uri_policy.transports = mask;
                 Ok(0)
@@ -133,7 +133,7 @@ pub unsafe extern "C" fn nbd_set_uri_allow_tls(h: *mut Handle, tls: c_int) -> c_
             fname,
             || format!("tls={tls}"),
             |inner| {
-                Permitted::CREATED.check(inner.state)?;
+                Permitted::CREATED.check(inner.state())?;
                 check_tls_mode("tls", tls)?;
                 inner.uri_policy.tls = tls;
                 Ok(0)
@@ -156,7 +156,7 @@ pub unsafe extern "C" fn nbd_set_uri_allow_local_file(h: *mut Handle, allow: boo
             fname,
             || format!("allow={allow}"),
             |inner| {
-                Permitted::CREATED.check(inner.state)?;
+                Permitted::CREATED.check(inner.state())?;
                 inner.uri_policy.local_file = allow;
                 Ok(0)
             },
@@ -190,10 +190,19 @@ pub unsafe extern "C" fn nbd_get_uri(h: *mut Handle) -> *mut libc::c_char {
         // SAFETY: h is NULL or open (see # Safety).
         let h = unsafe { ptr::handle(h) }?;
         h.call(fname, String::new, |inner| {
-            Permitted::STARTED.check(inner.state)?;
-            // The engine will record the connection target as an NbdUri and
-            // build the string with NbdUri::to_uri_string.
-            not_yet_implemented::<MallocStr>()
+            Permitted::STARTED.check(inner.state())?;
+            // Connections made without an address (a socket or a command the
+            // caller gave) have no URI.
+            let uri = inner.connected_uri.as_ref().ok_or(Error::Engine {
+                errno: libc::ENOTSUP,
+                message: "the connection was not made to an address a URI can name".into(),
+            })?;
+            // The export is the one currently chosen (opt mode may change it).
+            let mut uri = uri.clone();
+            uri.export_name = inner.negotiation.export_name.to_string_lossy().into_owned();
+            let text = std::ffi::CString::new(uri.to_uri_string())
+                .map_err(|_| Error::Invalid("the URI contains NUL".into()))?;
+            MallocStr::new(&text)
         })
     })
 }

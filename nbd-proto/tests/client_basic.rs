@@ -190,3 +190,37 @@ fn opt_mode_lists_and_goes() {
     drain(&mut c);
     assert_eq!(c.state(), State::Ready);
 }
+
+#[test]
+fn reset_after_abort_or_disconnect_is_a_clean_close() {
+    use nbd_proto::consts::{handshake_flags, opt};
+    // opt mode, ABORT sent, then the server resets the connection.
+    let mut cfg = config(Mode::Structured);
+    cfg.opt_mode = true;
+    let mut c = Client::new(cfg);
+    let mut h = Harness::default();
+    let mut s = greeting(handshake_flags::FIXED_NEWSTYLE);
+    s.extend(ack(opt::STRUCTURED_REPLY));
+    h.feed(&mut c, &s);
+    c.opt_abort().unwrap();
+    drain(&mut c);
+    c.handle_io_error("recv: Connection reset by peer");
+    assert_eq!(c.state(), State::Closed);
+    // Transmission: DISC sent with a read in flight; the reset closes the
+    // client and fails the read rather than reporting success.
+    let (mut c, mut h) = ready(Mode::Simple);
+    let r = h.read(&mut c, 0, 4);
+    c.shutdown().unwrap();
+    drain(&mut c);
+    c.handle_io_error("recv: Connection reset by peer");
+    h.feed(&mut c, &[]);
+    assert_eq!(c.state(), State::Closed);
+    assert_eq!(
+        h.completion(r),
+        Some(Err(nbd_proto::client::errno::ENOTCONN))
+    );
+    // Without a disconnect request, the same error kills the connection.
+    let (mut c, _) = ready(Mode::Simple);
+    c.handle_io_error("recv: Connection reset by peer");
+    assert_eq!(c.state(), State::Dead);
+}

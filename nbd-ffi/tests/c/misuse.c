@@ -364,12 +364,14 @@ uris (void)
   EXPECT_ERR (nbd_connect_uri (h, "nbd+unix:///disk"), -1, EINVAL);
   EXPECT_ERR (nbd_connect_uri (h, "nbd://h/?tls-psk-file=/k"), -1, EPERM);
   EXPECT_ERR (nbd_connect_uri (h, "nbds://h/"), -1, ENOTSUP);
-  EXPECT_ERR (nbd_aio_connect_uri (h, "nbd://localhost/disk"), -1, ENOTSUP);
-  CHECK (strstr (nbd_get_error (), "not yet implemented") != NULL);
   CHECK (nbd_set_uri_allow_transports (h, LIBNBD_ALLOW_TRANSPORT_UNIX) == 0);
   EXPECT_ERR (nbd_connect_uri (h, "nbd://localhost/"), -1, EPERM);
-  EXPECT_ERR (nbd_connect_unix (h, "/tmp/sock"), -1, ENOTSUP);
   CHECK (nbd_aio_is_created (h) == 1);
+  /* A connect that fails leaves the handle dead, and it cannot connect again. */
+  EXPECT_ERR (nbd_connect_uri (h, "nbd+unix:///?socket=/nonexistent/dir/sock"), -1, ENOENT);
+  CHECK (strstr (nbd_get_error (), "No such file or directory") != NULL);
+  CHECK (nbd_aio_is_dead (h) == 1);
+  EXPECT_ERR (nbd_connect_unix (h, "/tmp/sock"), -1, EINVAL);
   nbd_close (h);
 }
 

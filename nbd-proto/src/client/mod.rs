@@ -537,6 +537,12 @@ impl Client {
         &self.export
     }
 
+    /// Whether the export's size and flags are known (after `NBD_INFO_EXPORT`,
+    /// the export-name reply or an oldstyle greeting).
+    pub fn has_export_info(&self) -> bool {
+        self.got_export_info
+    }
+
     /// Whether structured replies were negotiated (implied by extended headers).
     pub fn structured_replies(&self) -> bool {
         self.structured
@@ -676,10 +682,14 @@ impl Client {
         self.update_direction();
     }
 
-    /// The transport failed.
+    /// The transport failed. After the client asked to end the session
+    /// (`NBD_CMD_DISC` or `NBD_OPT_ABORT`), a reset by the server is how the
+    /// session ends, not a failure: the client is closed, not dead.
     pub fn handle_io_error(&mut self, message: impl Into<String>) {
-        if !matches!(self.phase, Phase::Closed | Phase::Dead) {
-            self.die(ProtocolError::Io(message.into()));
+        match self.phase {
+            Phase::Closed | Phase::Dead => {}
+            _ if self.disconnect_sent || self.aborting() => self.close(),
+            _ => self.die(ProtocolError::Io(message.into())),
         }
         self.update_direction();
     }

@@ -1,0 +1,1024 @@
+//! The connection engine: one `nbd_proto::client::Client` plus the socket it
+//! runs on, the caller buffers and callbacks of every command in flight, and
+//! the non-blocking I/O that `nbd_aio_notify_read`/`_write` and the
+//! synchronous API's poll loop perform.
+//!
+//! Nothing here knows about C callback structs: callers hand in
+//! [`CommandHooks`] and [`OptHooks`] objects, whose `Drop` is where a C
+//! callback's `.free` runs.
+
+pub(crate) mod transport;
+
+use nbd_proto::client::{
+    errno, ChunkKind, Client, Command, CommandKind, Config, Event, Payload, RecvTarget, Segment,
+    State,
+};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+/// `LIBNBD_READ_DATA`, `_HOLE`, `_ERROR`: the status given to chunk callbacks.
+pub(crate) const READ_DATA: u32 = 1;
+/// A hole.
+pub(crate) const READ_HOLE: u32 = 2;
+/// An error at an offset.
+pub(crate) const READ_ERROR: u32 = 3;
+
+/// `LIBNBD_AIO_DIRECTION_READ` / `_WRITE`.
+pub(crate) const DIRECTION_READ: u32 = 1;
+/// Waiting to write.
+pub(crate) const DIRECTION_WRITE: u32 = 2;
+
+/// Callbacks of one command. Dropping the object releases them (`.free`).
+pub(crate) trait CommandHooks: Send {
+    /// A piece of a structured read: `subbuf` is inside the caller's buffer.
+    fn chunk(
+        &mut self,
+        _subbuf: *const u8,
+        _count: usize,
+        _offset: u64,
+        _status: u32,
+        _error: &mut i32,
+    ) -> i32 {
+        0
+    }
+    /// Extents for one context, as (length, flags) pairs.
+    fn extent(
+        &mut self,
+        _context: &CString,
+        _offset: u64,
+        _entries: &mut [u32],
+        _error: &mut i32,
+    ) -> i32 {
+        0
+    }
+    /// The command finished; return 1 to retire it at once.
+    fn complete(&mut self, _error: &mut i32) -> i32 {
+        0
+    }
+}
+
+/// Callbacks of an option issued in opt mode.
+pub(crate) trait OptHooks: Send {
+    /// An export from `NBD_OPT_LIST`.
+    fn export(&mut self, _name: &str, _description: &str) -> i32 {
+        0
+    }
+    /// A context from `NBD_OPT_LIST_META_CONTEXT`.
+    fn context(&mut self, _name: &str) -> i32 {
+        0
+    }
+    /// The option finished.
+    fn complete(&mut self, _error: &mut i32) -> i32 {
+        0
+    }
+}
+
+/// A caller's buffer, valid until the command completes (libnbd's contract).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawBuf {
+    pub(crate) ptr: *mut u8,
+    pub(crate) len: usize,
+}
+
+// SAFETY: the buffer belongs to the C caller, who guarantees it stays valid
+// until the command completes; the engine only touches it under the handle lock.
+unsafe impl Send for RawBuf {}
+
+struct Cmd {
+    offset: u64,
+    read: Option<RawBuf>,
+    write: Option<RawBuf>,
+    hooks: Option<Box<dyn CommandHooks>>,
+    error: i32,
+    message: Option<String>,
+}
+
+/// A completed command the caller has not retired yet.
+#[derive(Debug, Clone)]
+pub(crate) struct Done {
+    pub(crate) cookie: u64,
+    pub(crate) error: i32,
+    pub(crate) message: Option<String>,
+}
+
+struct UserOpt {
+    /// The option whose completion ends the user's request.
+    option: u32,
+    hooks: Option<Box<dyn OptHooks>>,
+    count: i32,
+}
+
+/// Result of the last opt-mode request, for the synchronous `nbd_opt_*`.
+#[derive(Debug, Clone)]
+pub(crate) struct OptResult {
+    pub(crate) error: i32,
+    pub(crate) message: String,
+    pub(crate) count: i32,
+}
+
+/// How an engine failure is reported: errno and message.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineError {
+    pub(crate) errno: i32,
+    pub(crate) message: String,
+}
+
+impl EngineError {
+    pub(crate) fn new(errno: i32, message: impl Into<String>) -> Self {
+        EngineError {
+            errno,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn io(e: &io::Error, what: &str) -> Self {
+        EngineError::new(
+            e.raw_os_error().unwrap_or(libc::EIO),
+            format!("{what}: {e}"),
+        )
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("state", &self.state())
+            .field("fd", &self.fd())
+            .field("in_flight", &self.cmds.len())
+            .field("done", &self.done.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One connection.
+pub(crate) struct Engine {
+    config: Config,
+    client: Option<Client>,
+    fd: Option<OwnedFd>,
+    /// A non-blocking connect in progress.
+    pending: Option<transport::Pending>,
+    child: Option<transport::Child>,
+    activation_dir: Option<PathBuf>,
+    rbuf: Vec<u8>,
+    rstart: usize,
+    rend: usize,
+    cmds: HashMap<u64, Cmd>,
+    done: Vec<Done>,
+    user_opt: Option<UserOpt>,
+    opt_result: Option<OptResult>,
+    dead: Option<EngineError>,
+}
+
+/// Receive buffer size: many small replies per `recv`; large payloads bypass it.
+const RBUF: usize = 16 * 1024;
+
+impl Engine {
+    /// A fresh, unconnected engine.
+    pub(crate) fn new() -> Self {
+        Engine {
+            config: Config::default(),
+            client: None,
+            fd: None,
+            pending: None,
+            child: None,
+            activation_dir: None,
+            rbuf: Vec::new(),
+            rstart: 0,
+            rend: 0,
+            cmds: HashMap::new(),
+            done: Vec::new(),
+            user_opt: None,
+            opt_result: None,
+            dead: None,
+        }
+    }
+
+    /// The protocol client, once connected.
+    pub(crate) fn client(&self) -> Option<&Client> {
+        self.client.as_ref()
+    }
+
+    /// Why the connection died, if it did.
+    pub(crate) fn death(&self) -> Option<&EngineError> {
+        self.dead.as_ref()
+    }
+
+    /// The libnbd-level state.
+    pub(crate) fn state(&self) -> Option<State> {
+        if self.dead.is_some() {
+            return Some(State::Dead);
+        }
+        if self.pending.is_some() {
+            return Some(State::Connecting);
+        }
+        self.client.as_ref().map(|c| c.state())
+    }
+
+    /// The socket, for `nbd_aio_get_fd`.
+    pub(crate) fn fd(&self) -> Option<RawFd> {
+        self.pending
+            .as_ref()
+            .map(|p| p.fd.as_raw_fd())
+            .or_else(|| self.fd.as_ref().map(|f| f.as_raw_fd()))
+    }
+
+    /// `LIBNBD_AIO_DIRECTION_*` bits.
+    pub(crate) fn direction(&self) -> u32 {
+        if let Some(p) = &self.pending {
+            return if p.in_progress { DIRECTION_WRITE } else { 0 };
+        }
+        let Some(c) = &self.client else { return 0 };
+        if self.dead.is_some() {
+            return 0;
+        }
+        let mut d = 0;
+        if c.wants_read() {
+            d |= DIRECTION_READ;
+        }
+        if c.wants_write() {
+            d |= DIRECTION_WRITE;
+        }
+        d
+    }
+
+    // ----- connecting -----
+
+    /// Starts a connection on a socket that may still be connecting.
+    pub(crate) fn start(
+        &mut self,
+        config: Config,
+        pending: transport::Pending,
+    ) -> Result<(), EngineError> {
+        self.config = config;
+        if pending.in_progress {
+            self.pending = Some(pending);
+            Ok(())
+        } else {
+            self.attach(pending.fd);
+            Ok(())
+        }
+    }
+
+    /// Starts a connection on an already connected socket.
+    pub(crate) fn start_connected(&mut self, config: Config, fd: OwnedFd) {
+        self.config = config;
+        self.attach(fd);
+    }
+
+    /// Records the child process of the connection.
+    pub(crate) fn set_child(&mut self, child: transport::Child, dir: Option<PathBuf>) {
+        self.child = Some(child);
+        self.activation_dir = dir;
+    }
+
+    fn attach(&mut self, fd: OwnedFd) {
+        self.fd = Some(fd);
+        self.rbuf = vec![0; RBUF];
+        self.client = Some(Client::new(self.config.clone()));
+    }
+
+    /// Completes a pending non-blocking connect once the socket is writable.
+    fn finish_connect(&mut self) {
+        let Some(mut p) = self.pending.take() else {
+            return;
+        };
+        match transport::connect_result(&p.fd) {
+            Ok(()) => self.attach(p.fd),
+            Err(e) => {
+                if p.fallbacks.is_empty() {
+                    self.fail(EngineError::io(&e, "connect"));
+                } else {
+                    let rest = std::mem::take(&mut p.fallbacks);
+                    match transport::connect_addrs(rest) {
+                        Ok(next) => {
+                            if next.in_progress {
+                                self.pending = Some(next);
+                            } else {
+                                self.attach(next.fd);
+                            }
+                        }
+                        Err(e) => self.fail(EngineError::io(&e, "connect")),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records that starting the connection failed: the handle is dead.
+    pub(crate) fn fail_start(&mut self, e: EngineError) {
+        self.pending = None;
+        self.fail(e);
+    }
+
+    fn fail(&mut self, e: EngineError) {
+        if self.dead.is_none() {
+            self.dead = Some(e.clone());
+        }
+        if let Some(c) = self.client.as_mut() {
+            c.handle_io_error(e.message);
+        }
+        self.process_events();
+    }
+
+    // ----- commands -----
+
+    /// Queues a command with its buffers and hooks; returns the cookie. On
+    /// error nothing is queued and the hooks are dropped (freed).
+    pub(crate) fn submit(
+        &mut self,
+        cmd: Command,
+        read: Option<RawBuf>,
+        write: Option<RawBuf>,
+        hooks: Option<Box<dyn CommandHooks>>,
+    ) -> Result<u64, EngineError> {
+        let Some(c) = self.client.as_mut() else {
+            return Err(EngineError::new(
+                libc::ENOTCONN,
+                "invalid state: the handle is not connected",
+            ));
+        };
+        let offset = cmd.offset;
+        let cookie = c
+            .submit(cmd)
+            .map_err(|e| EngineError::new(e.errno(), e.to_string()))?;
+        self.cmds.insert(
+            cookie,
+            Cmd {
+                offset,
+                read,
+                write,
+                hooks,
+                error: 0,
+                message: None,
+            },
+        );
+        // Like libnbd, start sending at once.
+        self.notify_write();
+        Ok(cookie)
+    }
+
+    /// Queues a write whose payload is the caller's buffer.
+    pub(crate) fn submit_write(
+        &mut self,
+        buf: RawBuf,
+        offset: u64,
+        flags: u16,
+        hooks: Option<Box<dyn CommandHooks>>,
+    ) -> Result<u64, EngineError> {
+        let mut cmd = Command::new(CommandKind::Write, offset, buf.len as u64).with_flags(flags);
+        cmd.payload = Payload::External;
+        self.submit(cmd, None, Some(buf), hooks)
+    }
+
+    /// Commands submitted and not completed.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.cmds.len()
+    }
+
+    /// `nbd_aio_command_completed`: `Ok(true)` and retired if it completed
+    /// successfully, `Ok(false)` if still in flight, `Err` if it failed (now
+    /// retired) or the cookie is unknown.
+    pub(crate) fn command_completed(&mut self, cookie: u64) -> Result<bool, EngineError> {
+        if let Some(i) = self.done.iter().position(|d| d.cookie == cookie) {
+            let d = self.done.remove(i);
+            if d.error == 0 {
+                return Ok(true);
+            }
+            return Err(EngineError::new(
+                d.error,
+                d.message.unwrap_or_else(|| strerror(d.error)),
+            ));
+        }
+        if self.cmds.contains_key(&cookie) {
+            return Ok(false);
+        }
+        Err(EngineError::new(
+            libc::EINVAL,
+            format!("invalid aio cookie {cookie}"),
+        ))
+    }
+
+    /// Whether `cookie` is no longer in flight.
+    pub(crate) fn is_complete(&self, cookie: u64) -> bool {
+        !self.cmds.contains_key(&cookie)
+    }
+
+    /// Starts a soft disconnect (`NBD_CMD_DISC`, or `NBD_OPT_ABORT` while
+    /// negotiating) and begins sending it.
+    pub(crate) fn shutdown(&mut self) -> Result<(), EngineError> {
+        let Some(c) = self.client.as_mut() else {
+            return Err(EngineError::new(
+                libc::ENOTCONN,
+                "the handle is not connected",
+            ));
+        };
+        c.shutdown()
+            .map_err(|e| EngineError::new(e.errno(), e.to_string()))?;
+        self.notify_write();
+        Ok(())
+    }
+
+    /// `nbd_aio_peek_command_completed`: the first completed, unretired cookie.
+    pub(crate) fn peek_completed(&self) -> Option<u64> {
+        self.done.first().map(|d| d.cookie)
+    }
+
+    // ----- opt mode -----
+
+    /// Issues an opt-mode request through `issue`, remembering `hooks` until
+    /// `final_option` completes.
+    pub(crate) fn start_opt(
+        &mut self,
+        final_option: u32,
+        hooks: Option<Box<dyn OptHooks>>,
+        issue: impl FnOnce(&mut Client) -> Result<(), nbd_proto::client::SubmitError>,
+    ) -> Result<(), EngineError> {
+        let Some(c) = self.client.as_mut() else {
+            return Err(EngineError::new(
+                libc::ENOTCONN,
+                "invalid state: the handle is not connected",
+            ));
+        };
+        if c.state() != State::Negotiating {
+            return Err(EngineError::new(
+                libc::EINVAL,
+                "invalid state: the handle must be negotiating",
+            ));
+        }
+        issue(c).map_err(|e| EngineError::new(e.errno(), e.to_string()))?;
+        self.opt_result = None;
+        self.user_opt = Some(UserOpt {
+            option: final_option,
+            hooks,
+            count: 0,
+        });
+        self.notify_write();
+        Ok(())
+    }
+
+    /// The result of the last opt-mode request, once finished.
+    pub(crate) fn take_opt_result(&mut self) -> Option<OptResult> {
+        self.opt_result.take()
+    }
+
+    /// Whether an opt-mode request is still running.
+    pub(crate) fn opt_running(&self) -> bool {
+        self.user_opt.is_some()
+    }
+
+    // ----- I/O -----
+
+    /// Reads what is available, feeding the client; never blocks.
+    pub(crate) fn notify_read(&mut self) {
+        if self.pending.is_some() {
+            return;
+        }
+        loop {
+            let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
+                return;
+            };
+            let Some(client) = self.client.as_mut() else {
+                return;
+            };
+            if matches!(client.state(), State::Dead | State::Closed) {
+                break;
+            }
+            match client.recv_target() {
+                RecvTarget::Payload {
+                    cookie,
+                    buf_offset,
+                    len,
+                } => {
+                    let Some(buf) = self.cmds.get(&cookie).and_then(|c| c.read) else {
+                        client.handle_io_error(
+                            "internal error: payload for a command without a buffer",
+                        );
+                        break;
+                    };
+                    let off = buf_offset as usize;
+                    if off > buf.len || len > buf.len - off {
+                        client.handle_io_error("internal error: payload outside its buffer");
+                        break;
+                    }
+                    // SAFETY: off + len is inside the caller's buffer (checked above),
+                    // which stays valid until the command completes.
+                    let dst = unsafe { buf.ptr.add(off) };
+                    if self.rstart < self.rend {
+                        let n = len.min(self.rend - self.rstart);
+                        // SAFETY: copies n bytes from our buffer to the checked destination.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                self.rbuf.as_ptr().add(self.rstart),
+                                dst,
+                                n,
+                            )
+                        };
+                        self.rstart += n;
+                        client.handle_payload(n);
+                    } else {
+                        // SAFETY: recv writes at most len bytes into the checked destination.
+                        let r = unsafe { libc::recv(fd, dst as *mut libc::c_void, len, 0) };
+                        match r {
+                            0 => client.handle_eof(),
+                            n if n > 0 => client.handle_payload(n as usize),
+                            _ => {
+                                let e = io::Error::last_os_error();
+                                if e.kind() == io::ErrorKind::WouldBlock {
+                                    break;
+                                }
+                                if e.kind() == io::ErrorKind::Interrupted {
+                                    continue;
+                                }
+                                client.handle_io_error(format!("recv: {e}"));
+                            }
+                        }
+                    }
+                }
+                RecvTarget::Control => {
+                    if self.rstart < self.rend {
+                        let n = client.handle_input(&self.rbuf[self.rstart..self.rend]);
+                        self.rstart += n;
+                        if n == 0 {
+                            // The client stopped (TLS, end of connection).
+                            break;
+                        }
+                    } else {
+                        self.rstart = 0;
+                        self.rend = 0;
+                        // SAFETY: recv writes at most rbuf.len() bytes into rbuf.
+                        let r = unsafe {
+                            libc::recv(
+                                fd,
+                                self.rbuf.as_mut_ptr() as *mut libc::c_void,
+                                self.rbuf.len(),
+                                0,
+                            )
+                        };
+                        match r {
+                            0 => client.handle_eof(),
+                            n if n > 0 => self.rend = n as usize,
+                            _ => {
+                                let e = io::Error::last_os_error();
+                                if e.kind() == io::ErrorKind::WouldBlock {
+                                    break;
+                                }
+                                if e.kind() == io::ErrorKind::Interrupted {
+                                    continue;
+                                }
+                                client.handle_io_error(format!("recv: {e}"));
+                            }
+                        }
+                    }
+                }
+            }
+            self.process_events();
+        }
+        self.process_events();
+        // Answer at once (next option, client flags) rather than after a poll.
+        if self.client.as_ref().is_some_and(|c| c.wants_write()) {
+            self.notify_write();
+        }
+    }
+
+    /// Writes what is pending; never blocks.
+    pub(crate) fn notify_write(&mut self) {
+        if let Some(p) = &self.pending {
+            if p.in_progress {
+                self.finish_connect();
+            }
+            return;
+        }
+        let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
+            return;
+        };
+        loop {
+            let Some(client) = self.client.as_mut() else {
+                return;
+            };
+            if !client.wants_write() {
+                break;
+            }
+            let mut iov: [libc::iovec; 64] = [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; 64];
+            let mut n = 0;
+            {
+                let mut segs = [Segment::Bytes(&[]); 64];
+                let k = client.transmit_segments(&mut segs);
+                for s in &segs[..k] {
+                    let (base, len) = match *s {
+                        Segment::Bytes(b) => (b.as_ptr() as *mut u8, b.len()),
+                        Segment::External {
+                            cookie,
+                            buf_offset,
+                            len,
+                        } => match self.cmds.get(&cookie).and_then(|c| c.write) {
+                            Some(w)
+                                if (buf_offset as usize) <= w.len
+                                    && len <= w.len - buf_offset as usize =>
+                            {
+                                // SAFETY: in bounds of the caller's write buffer (checked).
+                                (unsafe { w.ptr.add(buf_offset as usize) }, len)
+                            }
+                            _ => break,
+                        },
+                    };
+                    iov[n] = libc::iovec {
+                        iov_base: base as *mut libc::c_void,
+                        iov_len: len,
+                    };
+                    n += 1;
+                }
+            }
+            if n == 0 {
+                client.handle_io_error("internal error: write payload missing");
+                break;
+            }
+            // SAFETY: msghdr is plain data; zero is valid before filling it.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = n as _;
+            // SAFETY: iov holds n valid (pointer, length) pairs that outlive the call.
+            let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::Interrupted => continue,
+                    _ => {
+                        client.handle_io_error(format!("send: {e}"));
+                        break;
+                    }
+                }
+            }
+            client.advance_transmit(r as usize);
+        }
+        self.process_events();
+    }
+
+    /// Waits up to `timeout_ms` (-1: forever) for the socket, then does the
+    /// I/O it is ready for. Returns `Ok(true)` if anything happened.
+    pub(crate) fn poll(&mut self, timeout_ms: i32) -> Result<bool, EngineError> {
+        let Some(fd) = self.fd() else {
+            return Err(EngineError::new(
+                libc::ENOTCONN,
+                "invalid state: the handle is not connected",
+            ));
+        };
+        let dir = self.direction();
+        if dir == 0 {
+            return Err(EngineError::new(libc::EINVAL, "nothing to wait for"));
+        }
+        let mut events = 0;
+        if dir & DIRECTION_READ != 0 {
+            events |= libc::POLLIN;
+        }
+        if dir & DIRECTION_WRITE != 0 {
+            events |= libc::POLLOUT;
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(EngineError::io(&e, "poll"));
+        }
+        if r == 0 {
+            return Ok(false);
+        }
+        if pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+            && dir & DIRECTION_READ != 0
+        {
+            self.notify_read();
+        }
+        if pfd.revents & (libc::POLLOUT | libc::POLLHUP | libc::POLLERR) != 0 {
+            self.notify_write();
+        }
+        Ok(true)
+    }
+
+    /// Polls until `done` holds; fails when the connection dies first.
+    pub(crate) fn run_until(
+        &mut self,
+        mut done: impl FnMut(&Engine) -> bool,
+    ) -> Result<(), EngineError> {
+        loop {
+            if done(self) {
+                return Ok(());
+            }
+            if let Some(e) = &self.dead {
+                return Err(e.clone());
+            }
+            if self.direction() == 0 {
+                return Err(EngineError::new(libc::ENOTCONN, "the connection is closed"));
+            }
+            self.poll(-1)?;
+        }
+    }
+
+    // ----- events -----
+
+    fn process_events(&mut self) {
+        loop {
+            let Some(client) = self.client.as_mut() else {
+                return;
+            };
+            let Some(ev) = client.poll_event() else {
+                return;
+            };
+            self.handle_event(ev);
+        }
+    }
+
+    fn handle_event(&mut self, ev: Event) {
+        match ev {
+            Event::ReadChunk {
+                cookie,
+                buf_offset,
+                len,
+                kind,
+            } => {
+                let Some(cmd) = self.cmds.get_mut(&cookie) else {
+                    return;
+                };
+                let Some(buf) = cmd.read else { return };
+                let off = buf_offset as usize;
+                let len = len as usize;
+                if off > buf.len || len > buf.len - off {
+                    return;
+                }
+                // SAFETY: in bounds of the caller's buffer (checked above).
+                let sub = unsafe { buf.ptr.add(off) };
+                if kind == ChunkKind::Hole {
+                    // SAFETY: zeroes len bytes inside the caller's buffer.
+                    unsafe { std::ptr::write_bytes(sub, 0, len) };
+                }
+                let status = if kind == ChunkKind::Hole {
+                    READ_HOLE
+                } else {
+                    READ_DATA
+                };
+                let offset = cmd.offset + buf_offset;
+                call_chunk(cmd, sub, len, offset, status);
+            }
+            Event::ReadError {
+                cookie,
+                buf_offset,
+                errno: e,
+            } => {
+                let Some(cmd) = self.cmds.get_mut(&cookie) else {
+                    return;
+                };
+                let Some(buf) = cmd.read else { return };
+                let off = (buf_offset as usize).min(buf.len);
+                // SAFETY: off is clamped to the buffer's length.
+                let sub = unsafe { buf.ptr.add(off) };
+                let offset = cmd.offset + buf_offset;
+                if let Some(h) = cmd.hooks.as_mut() {
+                    let mut err = e;
+                    let r = h.chunk(sub, 0, offset, READ_ERROR, &mut err);
+                    if r == -1 && cmd.error == 0 {
+                        cmd.error = if err != 0 { err } else { libc::EPROTO };
+                    }
+                }
+            }
+            Event::Extents {
+                cookie,
+                context_id,
+                extents,
+            } => {
+                let name = self
+                    .client
+                    .as_ref()
+                    .and_then(|c| c.meta_contexts().iter().find(|m| m.id == context_id))
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default();
+                let Some(cmd) = self.cmds.get_mut(&cookie) else {
+                    return;
+                };
+                // The C API has 32-bit lengths and flags.
+                let mut entries = Vec::with_capacity(extents.len() * 2);
+                let mut overflow = false;
+                for e in &extents {
+                    if e.flags > u64::from(u32::MAX) {
+                        overflow = true;
+                        break;
+                    }
+                    if e.length > u64::from(u32::MAX) {
+                        // Truncate: a block status reply may end early.
+                        entries.push(!511u32);
+                        entries.push(e.flags as u32);
+                        break;
+                    }
+                    entries.push(e.length as u32);
+                    entries.push(e.flags as u32);
+                }
+                if overflow {
+                    if cmd.error == 0 {
+                        cmd.error = libc::EOVERFLOW;
+                        cmd.message = Some("block status flags do not fit in 32 bits".into());
+                    }
+                    return;
+                }
+                let offset = cmd.offset;
+                if let (Some(h), Ok(cname)) = (cmd.hooks.as_mut(), CString::new(name)) {
+                    let mut err = cmd.error;
+                    let r = h.extent(&cname, offset, &mut entries, &mut err);
+                    if r == -1 && cmd.error == 0 {
+                        cmd.error = if err != 0 { err } else { libc::EPROTO };
+                    }
+                }
+            }
+            Event::Complete { cookie, result } => {
+                let Some(mut cmd) = self.cmds.remove(&cookie) else {
+                    return;
+                };
+                if let Err(e) = result {
+                    if cmd.error == 0 {
+                        cmd.error = e.errno;
+                        cmd.message = Some(e.message);
+                    }
+                }
+                let mut err = cmd.error;
+                let retire = match cmd.hooks.as_mut() {
+                    Some(h) => h.complete(&mut err) == 1,
+                    None => false,
+                };
+                // Dropping the hooks frees the C callbacks, exactly once.
+                drop(cmd.hooks.take());
+                if !retire {
+                    self.done.push(Done {
+                        cookie,
+                        error: cmd.error,
+                        message: cmd.message,
+                    });
+                }
+            }
+            Event::Export(s) => {
+                if let Some(u) = self.user_opt.as_mut() {
+                    u.count += 1;
+                    if let Some(h) = u.hooks.as_mut() {
+                        h.export(&s.name, &s.description);
+                    }
+                }
+            }
+            Event::MetaContext(m) => {
+                if let Some(u) = self.user_opt.as_mut() {
+                    if u.option == nbd_proto::consts::opt::LIST_META_CONTEXT {
+                        u.count += 1;
+                        if let Some(h) = u.hooks.as_mut() {
+                            h.context(&m.name);
+                        }
+                    }
+                }
+            }
+            Event::OptionDone { option, result } => {
+                let finishes = self.user_opt.as_ref().is_some_and(|u| {
+                    u.option == option
+                        || (option == nbd_proto::consts::opt::GO
+                            && u.option == nbd_proto::consts::opt::GO)
+                });
+                // GO's fallback to EXPORT_NAME also reports as GO.
+                if finishes {
+                    let mut u = self.user_opt.take().expect("checked above");
+                    let (mut err, message) = match &result {
+                        Ok(()) => (0, String::new()),
+                        Err(f) => (
+                            f.errno(),
+                            format!("server replied with error to {}: {f}", opt_label(option)),
+                        ),
+                    };
+                    if let Some(h) = u.hooks.as_mut() {
+                        h.complete(&mut err);
+                    }
+                    drop(u.hooks.take());
+                    self.opt_result = Some(OptResult {
+                        error: err,
+                        message,
+                        count: u.count,
+                    });
+                }
+            }
+            Event::Closed => self.finish_user_opt(libc::ENOTCONN, "the connection closed"),
+            Event::Dead(why) => {
+                if self.dead.is_none() {
+                    self.dead = Some(EngineError::new(why.errno(), why.to_string()));
+                }
+                self.finish_user_opt(libc::ENOTCONN, "the connection died");
+            }
+            Event::StartTls => {
+                if let Some(c) = self.client.as_mut() {
+                    c.tls_failed("this build of the library has no TLS support");
+                }
+            }
+            Event::Negotiating | Event::Info(_) | Event::Ready => {}
+        }
+    }
+
+    fn finish_user_opt(&mut self, errno: i32, msg: &str) {
+        if let Some(mut u) = self.user_opt.take() {
+            let mut err = if u.option == nbd_proto::consts::opt::ABORT {
+                0
+            } else {
+                errno
+            };
+            if let Some(h) = u.hooks.as_mut() {
+                h.complete(&mut err);
+            }
+            drop(u.hooks.take());
+            self.opt_result = Some(OptResult {
+                error: err,
+                message: msg.to_string(),
+                count: u.count,
+            });
+        }
+    }
+
+    /// Kills the child process (`nbd_kill_subprocess`).
+    pub(crate) fn kill_child(&mut self, signal: i32) -> Result<(), EngineError> {
+        let Some(child) = self.child.take() else {
+            return Err(EngineError::new(libc::ESRCH, "no subprocess"));
+        };
+        let sig = if signal == 0 { libc::SIGTERM } else { signal };
+        // SAFETY: signals our own child and reaps it.
+        unsafe {
+            if libc::kill(child.pid, sig) == -1 {
+                let e = io::Error::last_os_error();
+                return Err(EngineError::io(&e, "kill"));
+            }
+            let mut status = 0;
+            libc::waitpid(child.pid, &mut status, 0);
+        }
+        Ok(())
+    }
+
+    /// Abandons everything: commands fail, hooks are freed.
+    pub(crate) fn abandon(&mut self) {
+        if let Some(c) = self.client.as_mut() {
+            c.abandon();
+        }
+        self.process_events();
+        // Any command the client did not know about still gets its hooks freed.
+        for (_, mut cmd) in self.cmds.drain() {
+            if let Some(mut h) = cmd.hooks.take() {
+                let mut err = libc::ENOTCONN;
+                h.complete(&mut err);
+            }
+        }
+        self.finish_user_opt(libc::ENOTCONN, "the handle was closed");
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.abandon();
+        self.fd = None;
+        if let Some(child) = self.child.take() {
+            // Reap the child once its socket is closed, as libnbd does.
+            let mut status = 0;
+            // SAFETY: signals and waits for our own child process.
+            unsafe {
+                if child.kill_on_close {
+                    libc::kill(child.pid, libc::SIGTERM);
+                }
+                libc::waitpid(child.pid, &mut status, 0);
+            }
+        }
+        if let Some(dir) = self.activation_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn call_chunk(cmd: &mut Cmd, sub: *mut u8, len: usize, offset: u64, status: u32) {
+    if let Some(h) = cmd.hooks.as_mut() {
+        let mut err = cmd.error;
+        let r = h.chunk(sub, len, offset, status, &mut err);
+        if r == -1 && cmd.error == 0 {
+            cmd.error = if err != 0 { err } else { libc::EPROTO };
+        }
+    }
+}
+
+fn opt_label(option: u32) -> &'static str {
+    nbd_proto::wire::option::opt_name(option)
+}
+
+/// `strerror` for messages.
+pub(crate) fn strerror(e: i32) -> String {
+    io::Error::from_raw_os_error(e).to_string()
+}
+
+#[allow(dead_code)]
+const _: i32 = errno::EIO;
