@@ -1,0 +1,586 @@
+//! The C examples of `c-examples/`, built against the header and library
+//! under test, run against real servers; their output is checked.
+
+use nbd_tests::*;
+use std::fs;
+use std::path::Path;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Builds the examples and checks which library is loaded, once.
+fn setup() {
+    assert_library_under_test_loaded();
+    c_examples();
+}
+
+fn has_line(out: &Output, line: &str) {
+    assert!(
+        out.stdout.lines().any(|l| l == line),
+        "expected the line {line:?} in:\n{}",
+        out.stdout
+    );
+}
+
+/// The value after `prefix` on the line starting with it.
+fn value_after<'a>(out: &'a Output, prefix: &str) -> &'a str {
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{}", out.stdout))
+}
+
+fn run_example_ok(name: &str, args: &[&str]) -> Output {
+    run_ok(example(name).args(args))
+}
+
+/// Runs an example that must fail, and checks that it said why.
+fn run_example_fails(name: &str, args: &[&str], why: &str) -> Output {
+    let out = run(example(name).args(args));
+    assert_ne!(out.code(), 0, "{name} should have failed");
+    assert!(
+        out.stderr.contains(why),
+        "{name}: expected {why:?} in stderr, got:\n{}",
+        out.stderr
+    );
+    out
+}
+
+/// A 64 MiB qcow2 image: data at [1M, 3M) (0x55) and [10M, 10M+64K)
+/// (0xaa), an explicitly zeroed MiB at 20M, the rest unallocated.
+fn sparse_qcow2(scratch: &Scratch) -> std::path::PathBuf {
+    let image = scratch.file("sparse.qcow2");
+    qemu_img_create(&image, "qcow2", 64 * MIB);
+    qemu_io(
+        &image,
+        "qcow2",
+        &[
+            "write -P 0x55 1M 2M",
+            "write -P 0xaa 10M 64k",
+            "write -z 20M 1M",
+        ],
+    );
+    image
+}
+
+fn raw_image(scratch: &Scratch, name: &str, size: u64) -> std::path::PathBuf {
+    let image = scratch.file(name);
+    qemu_img_create(&image, "raw", size);
+    image
+}
+
+fn two_export_nbd_server(scratch: &Scratch) -> (Server, std::path::PathBuf) {
+    let disk = raw_image(scratch, "disk.img", 16 * MIB);
+    let second = raw_image(scratch, "second.img", 8 * MIB);
+    let server = Server::nbd_server(
+        scratch,
+        &[
+            NbdServerExport {
+                name: "disk".into(),
+                file: disk.clone(),
+                size: 16 * MIB,
+                readonly: false,
+            },
+            NbdServerExport {
+                name: "second".into(),
+                file: second,
+                size: 8 * MIB,
+                readonly: true,
+            },
+        ],
+    );
+    (server, disk)
+}
+
+/// nbdkit's eval plugin serving two read-only exports with descriptions.
+fn listing_nbdkit(scratch: &Scratch) -> Server {
+    Server::nbdkit(
+        scratch,
+        &[
+            "eval",
+            "list_exports=printf 'INTERLEAVED\\nalpha\\nfirst disk\\nbeta\\nsecond disk\\n'",
+            "open=echo \"$3\"",
+            "get_size=case \"$2\" in alpha) echo 1M;; beta) echo 2M;; *) echo 0;; esac",
+            "pread=head -c \"$3\" /dev/zero",
+        ],
+    )
+}
+
+#[test]
+fn examples_load_the_library_under_test() {
+    setup();
+    let dir = c_examples();
+    for name in C_EXAMPLES {
+        assert_binary_loads(&dir.join(name), Lib::UnderTest);
+    }
+}
+
+/// The hexdump format of first-sector, written independently here.
+fn hexdump(data: &[u8]) -> String {
+    let mut s = String::new();
+    for (row, chunk) in data.chunks(16).enumerate() {
+        s.push_str(&format!("{:08x} ", row * 16));
+        for i in 0..16 {
+            if i % 8 == 0 {
+                s.push(' ');
+            }
+            match chunk.get(i) {
+                Some(b) => s.push_str(&format!("{b:02x} ")),
+                None => s.push_str("   "),
+            }
+        }
+        s.push_str(" |");
+        for &b in chunk {
+            s.push(if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '.'
+            });
+        }
+        s.push_str("|\n");
+    }
+    s
+}
+
+#[test]
+fn first_sector_dumps_the_boot_sector() {
+    setup();
+    let scratch = Scratch::new();
+    let image = raw_image(&scratch, "boot.img", MIB);
+    let mut sector = vec![0u8; 512];
+    sector[..25].copy_from_slice(b"NBD-RS first sector test\n");
+    for i in 0..256 {
+        sector[64 + i] = i as u8;
+    }
+    sector[510] = 0x55;
+    sector[511] = 0xaa;
+    let mut content = fs::read(&image).unwrap();
+    content[..512].copy_from_slice(&sector);
+    content[512..1024].fill(0xff); // must not appear
+    fs::write(&image, &content).unwrap();
+
+    let server = Server::qemu_nbd(&scratch, &image, "raw", "", &[]);
+    let expected = hexdump(&sector);
+    let by_socket = run_example_ok("first-sector", &[server.socket().to_str().unwrap()]);
+    assert_eq!(by_socket.stdout, expected);
+    let by_uri = run_example_ok("first-sector", &[&server.uri()]);
+    assert_eq!(by_uri.stdout, expected);
+    assert_eq!(by_uri.stdout.lines().count(), 32);
+}
+
+#[test]
+fn examples_fail_cleanly_without_a_server() {
+    setup();
+    let scratch = Scratch::new();
+    let missing = scratch.file("no-such.sock");
+    for name in [
+        "first-sector",
+        "get-size",
+        "map",
+        "list-exports",
+        "aio-poll",
+    ] {
+        let out = run_example_fails(name, &[missing.to_str().unwrap()], &format!("{name}: "));
+        // nbd_get_error() gives the reason: the socket does not exist.
+        assert!(
+            out.stderr.contains("No such file or directory"),
+            "{name}: nbd_get_error() did not give the reason: {}",
+            out.stderr
+        );
+    }
+    run_example_fails("get-size", &[], "usage");
+}
+
+#[test]
+fn get_size_by_uri_and_socket() {
+    setup();
+    let scratch = Scratch::new();
+    let server = Server::nbdkit(&scratch, &["null", "1234567"]);
+    for target in [server.uri(), server.socket().display().to_string()] {
+        let out = run_example_ok("get-size", &[&target]);
+        assert_eq!(out.stdout, "1234567\n(1.2 MiB)\n");
+    }
+    let scratch2 = Scratch::new();
+    let image = scratch2.file("big.qcow2");
+    qemu_img_create(&image, "qcow2", 5 << 30);
+    let qemu = Server::qemu_nbd(&scratch2, &image, "qcow2", "big", &[]);
+    let out = run_example_ok("get-size", &[&qemu.uri()]);
+    assert_eq!(out.stdout, format!("{}\n(5.0 GiB)\n", 5u64 << 30));
+}
+
+/// The byte read-write.c writes at offset `o`.
+fn read_write_byte(o: u64) -> u8 {
+    (((o >> 12).wrapping_mul(151)) ^ o.wrapping_mul(7) ^ 0xa5) as u8
+}
+
+/// Checks the file behind a server after read-write ran on it.
+fn check_read_write_file(file: &Path, out: &Output) {
+    let data = fs::read(file).unwrap();
+    let zeroed = value_after(out, "zeroed ");
+    // "65536 bytes at offset 1048576, verified"
+    let words: Vec<&str> = zeroed.split_whitespace().collect();
+    let zlen: u64 = words[0].parse().unwrap();
+    let zoff: u64 = words[4].trim_end_matches(',').parse().unwrap();
+    for (o, &b) in data[..4 * MIB as usize].iter().enumerate() {
+        let o = o as u64;
+        let want = if o >= zoff && o < zoff + zlen {
+            0
+        } else {
+            read_write_byte(o)
+        };
+        assert_eq!(b, want, "{} differs at offset {o}", file.display());
+    }
+    assert!(
+        data[4 * MIB as usize..].iter().all(|&b| b == 0),
+        "written past 4 MiB"
+    );
+}
+
+fn check_read_write_output(out: &Output, fua: bool) {
+    has_line(
+        out,
+        &format!(
+            "wrote 4194304 bytes at offset 0 (16 requests, fua on last: {})",
+            if fua { "yes" } else { "no" }
+        ),
+    );
+    has_line(out, "verified 4194304 bytes");
+    has_line(out, "zeroed 65536 bytes at offset 1048576, verified");
+    has_line(
+        out,
+        "trimmed 65536 bytes at offset 4128768, rewrote, verified",
+    );
+    has_line(out, "read-write: OK");
+}
+
+#[test]
+fn read_write_on_nbdkit_memory() {
+    setup();
+    let scratch = Scratch::new();
+    let server = Server::nbdkit(&scratch, &["memory", "32M"]);
+    let out = run_example_ok("read-write", &[&server.uri()]);
+    has_line(&out, "size: 33554432");
+    has_line(&out, "flushed");
+    check_read_write_output(&out, true);
+}
+
+#[test]
+fn read_write_on_qemu_nbd_raw_file() {
+    setup();
+    let scratch = Scratch::new();
+    let image = raw_image(&scratch, "rw.img", 8 * MIB);
+    let server = Server::qemu_nbd(&scratch, &image, "raw", "", &[]);
+    let out = run_example_ok("read-write", &[server.socket().to_str().unwrap()]);
+    check_read_write_output(&out, true);
+    drop(server);
+    check_read_write_file(&image, &out);
+}
+
+#[test]
+fn read_write_on_nbd_server() {
+    setup();
+    let scratch = Scratch::new();
+    let (server, disk) = two_export_nbd_server(&scratch);
+    let out = run_example_ok("read-write", &[&server.uri_for("disk")]);
+    check_read_write_output(&out, true);
+    drop(server);
+    check_read_write_file(&disk, &out);
+    // The second export is read-only: the program must refuse.
+    let scratch2 = Scratch::new();
+    let (server, _) = two_export_nbd_server(&scratch2);
+    run_example_fails("read-write", &[&server.uri_for("second")], "read-only");
+}
+
+fn check_aio_poll(out: &Output) {
+    has_line(out, "batch 1: wrote 64 blocks");
+    has_line(out, "batch 2: rewrote 32 blocks, verified 32 blocks");
+    has_line(out, "batch 3: verified 64 blocks");
+    let tail = value_after(out, "completions: 192, max in flight: ");
+    let max: u32 = tail.parse().unwrap();
+    assert!(
+        (2..=64).contains(&max),
+        "max in flight {max}: commands were not overlapped"
+    );
+    has_line(out, "aio-poll: OK");
+}
+
+#[test]
+fn aio_poll_loop() {
+    setup();
+    let scratch = Scratch::new();
+    let kit = Server::nbdkit(&scratch, &["memory", "16M"]);
+    let out = run_example_ok("aio-poll", &[kit.socket().to_str().unwrap()]);
+    has_line(&out, "connected (newstyle-fixed)");
+    check_aio_poll(&out);
+
+    let image = sparse_qcow2(&scratch);
+    let qemu = Server::qemu_nbd(&scratch, &image, "qcow2", "disk", &[]);
+    check_aio_poll(&run_example_ok("aio-poll", &[&qemu.uri()]));
+
+    let (nbd_server, _) = two_export_nbd_server(&scratch);
+    check_aio_poll(&run_example_ok("aio-poll", &[&nbd_server.uri_for("disk")]));
+}
+
+fn check_threads(out: &Output) {
+    for i in 0..8 {
+        has_line(out, &format!("thread {i}: 96 blocks written and verified"));
+    }
+    has_line(out, "final check: 8388608 bytes verified");
+    has_line(out, "threads: OK");
+}
+
+#[test]
+fn threads_share_one_handle() {
+    setup();
+    let scratch = Scratch::new();
+    let kit = Server::nbdkit(&scratch, &["memory", "16M"]);
+    check_threads(&run_example_ok("threads", &[&kit.uri()]));
+    let (nbd_server, _) = two_export_nbd_server(&scratch);
+    check_threads(&run_example_ok("threads", &[&nbd_server.uri_for("disk")]));
+}
+
+#[test]
+fn list_exports_then_go() {
+    setup();
+    let scratch = Scratch::new();
+
+    let kit = listing_nbdkit(&scratch);
+    let out = run_example_ok("list-exports", &[kit.socket().to_str().unwrap()]);
+    assert_eq!(
+        out.stdout,
+        "export 1: \"alpha\" (description: \"first disk\")\n\
+         export 2: \"beta\" (description: \"second disk\")\n\
+         2 exports\n\
+         connected to \"alpha\": 1048576 bytes\n"
+    );
+
+    let (nbd_server, _) = two_export_nbd_server(&scratch);
+    let out = run_example_ok("list-exports", &[&nbd_server.uri()]);
+    assert_eq!(
+        out.stdout,
+        "export 1: \"disk\"\nexport 2: \"second\"\n2 exports\nconnected to \"disk\": 16777216 bytes\n"
+    );
+
+    let image = sparse_qcow2(&scratch);
+    let qemu = Server::qemu_nbd(&scratch, &image, "qcow2", "disk", &["-D", "test disk"]);
+    let out = run_example_ok("list-exports", &[&qemu.uri()]);
+    assert_eq!(
+        out.stdout,
+        "export 1: \"disk\" (description: \"test disk\")\n1 export\nconnected to \"disk\": 67108864 bytes\n"
+    );
+}
+
+/// Compares server-flags with what Debian's nbdinfo reports (as JSON)
+/// for the same export.
+/// nbd-server answers NBD_OPT_INFO (which nbdinfo uses) with size 0, so
+/// the size is checked against `size` rather than nbdinfo for it.
+fn server_flags_agree_with_nbdinfo(uri: &str, structured: bool, size: u64) {
+    let nbdinfo = require("nbdinfo", "libnbd-bin");
+    let info = run_ok(tool(&nbdinfo, Lib::Debian).args(["--json", uri]));
+    let json: serde_json::Value = serde_json::from_str(&info.stdout).expect("nbdinfo JSON");
+    let export = &json["exports"][0];
+
+    let out = run_example_ok("server-flags", &[uri]);
+    let get = |key: &str| value_after(&out, &format!("{key}: ")).to_string();
+
+    assert_eq!(get("protocol"), json["protocol"].as_str().unwrap());
+    assert_eq!(get("structured_replies"), json["structured"].to_string());
+    assert_eq!(get("structured_replies"), structured.to_string());
+    assert_eq!(get("tls"), json["TLS"].to_string());
+    assert_eq!(get("export-size"), size.to_string());
+    if structured {
+        assert_eq!(get("export-size"), export["export-size"].to_string());
+    }
+    assert_eq!(get("handshake_flags"), "0x3 fixed_newstyle no_zeroes");
+    let mut compared = 0;
+    for (key, value) in export.as_object().unwrap() {
+        if key.starts_with("is_") || key.starts_with("can_") || key.starts_with("block_size_") {
+            assert_eq!(get(key), value.to_string(), "{key} differs from nbdinfo");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 10, "only {compared} flags compared");
+    for key in [
+        "block_size_minimum",
+        "block_size_preferred",
+        "block_size_maximum",
+    ] {
+        if export.get(key).is_none() {
+            assert_eq!(get(key), "0 (not advertised)");
+        }
+    }
+    let has_base = export["contexts"]
+        .as_array()
+        .map(|a| a.iter().any(|c| c == "base:allocation"))
+        .unwrap_or(false);
+    assert_eq!(
+        get("can_meta_context base:allocation"),
+        has_base.to_string()
+    );
+}
+
+#[test]
+fn server_flags_match_nbdinfo() {
+    setup();
+    let scratch = Scratch::new();
+    let kit = Server::nbdkit(&scratch, &["memory", "16M"]);
+    server_flags_agree_with_nbdinfo(&kit.uri(), true, 16 * MIB);
+    let listing = listing_nbdkit(&scratch);
+    server_flags_agree_with_nbdinfo(&listing.uri_for("beta"), true, 2 * MIB);
+    let image = sparse_qcow2(&scratch);
+    let qemu = Server::qemu_nbd(&scratch, &image, "qcow2", "disk", &[]);
+    server_flags_agree_with_nbdinfo(&qemu.uri(), true, 64 * MIB);
+    let ro_image = scratch.file("ro.qcow2");
+    fs::copy(&image, &ro_image).unwrap();
+    let ro = Server::qemu_nbd(&scratch, &ro_image, "qcow2", "ro", &["-r"]);
+    server_flags_agree_with_nbdinfo(&ro.uri(), true, 64 * MIB);
+    let (nbd_server, _) = two_export_nbd_server(&scratch);
+    server_flags_agree_with_nbdinfo(&nbd_server.uri_for("disk"), false, 16 * MIB);
+    server_flags_agree_with_nbdinfo(&nbd_server.uri_for("second"), false, 8 * MIB);
+}
+
+fn check_batched(out: &Output, depth: u32) {
+    has_line(out, "wrote 1024 blocks of 16384 bytes");
+    has_line(out, "read and verified 1024 blocks of 16384 bytes");
+    let max: u32 = value_after(out, &format!("queue depth {depth}, max in flight "))
+        .parse()
+        .unwrap();
+    assert!(
+        max >= 2 && max <= depth,
+        "max in flight {max} with depth {depth}"
+    );
+    has_line(out, "batched: OK");
+}
+
+#[test]
+fn batched_with_bounded_queue() {
+    setup();
+    let scratch = Scratch::new();
+    let kit = Server::nbdkit(&scratch, &["memory", "16M"]);
+    check_batched(&run_example_ok("batched", &[&kit.uri()]), 16);
+    check_batched(&run_example_ok("batched", &[&kit.uri(), "3"]), 3);
+    let image = raw_image(&scratch, "batched.img", 32 * MIB);
+    let qemu = Server::qemu_nbd(&scratch, &image, "raw", "b", &[]);
+    check_batched(&run_example_ok("batched", &[&qemu.uri(), "64"]), 64);
+    run_example_fails("batched", &[&kit.uri(), "0"], "DEPTH");
+}
+
+#[test]
+fn structured_read_tiles_every_request() {
+    setup();
+    let scratch = Scratch::new();
+    let image = sparse_qcow2(&scratch);
+    let qemu = Server::qemu_nbd(&scratch, &image, "qcow2", "disk", &[]);
+    let out = run_example_ok("structured-read", &[&qemu.uri()]);
+    has_line(&out, "structured replies: negotiated");
+    has_line(
+        &out,
+        "read 67108864 bytes in 16 requests of up to 4194304 bytes",
+    );
+    let data = value_after(&out, "data chunks: ");
+    let hole = value_after(&out, "hole chunks: ");
+    let bytes = |s: &str| -> (u64, u64) {
+        let (n, rest) = s.split_once(" (").unwrap();
+        (
+            n.parse().unwrap(),
+            rest.trim_end_matches(" bytes)").parse().unwrap(),
+        )
+    };
+    let (dn, db) = bytes(data);
+    let (hn, hb) = bytes(hole);
+    assert!(
+        dn >= 2 && hn >= 2,
+        "expected data and hole chunks: {data} / {hole}"
+    );
+    assert_eq!(db + hb, 64 * MIB);
+    assert!(
+        db >= 2 * MIB + 64 * 1024,
+        "the written data must arrive as data"
+    );
+    has_line(
+        &out,
+        "every byte covered exactly once; data matches nbd_pread",
+    );
+    has_line(&out, "df read: 1 chunk");
+    has_line(&out, "structured-read: OK");
+
+    let kit = Server::nbdkit(&scratch, &["pattern", "8M"]);
+    let out = run_example_ok("structured-read", &[&kit.uri()]);
+    has_line(&out, "structured-read: OK");
+
+    let (nbd_server, _) = two_export_nbd_server(&scratch);
+    run_example_fails(
+        "structured-read",
+        &[&nbd_server.uri()],
+        "did not negotiate structured replies",
+    );
+}
+
+/// Parses "OFFSET LENGTH FLAGS DESCRIPTION" lines (map and nbdinfo --map),
+/// merging neighbours with equal flags.
+fn parse_map(text: &str) -> Vec<(u64, u64, u32)> {
+    let mut v: Vec<(u64, u64, u32)> = Vec::new();
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.len() < 4 || w[0].parse::<u64>().is_err() {
+            continue;
+        }
+        let (off, len, flags) = (
+            w[0].parse().unwrap(),
+            w[1].parse().unwrap(),
+            w[2].parse().unwrap(),
+        );
+        match v.last_mut() {
+            Some(last) if last.2 == flags && last.0 + last.1 == off => last.1 += len,
+            _ => v.push((off, len, flags)),
+        }
+    }
+    v
+}
+
+#[test]
+fn map_matches_nbdinfo() {
+    setup();
+    let scratch = Scratch::new();
+    let image = sparse_qcow2(&scratch);
+    let qemu = Server::qemu_nbd(&scratch, &image, "qcow2", "disk", &[]);
+    let out = run_example_ok("map", &[&qemu.uri()]);
+    let ours = parse_map(&out.stdout);
+    let nbdinfo = require("nbdinfo", "libnbd-bin");
+    let reference = run_ok(tool(&nbdinfo, Lib::Debian).args(["--map", &qemu.uri()]));
+    assert_eq!(
+        ours,
+        parse_map(&reference.stdout),
+        "map differs from nbdinfo --map"
+    );
+    assert!(
+        ours.contains(&(MIB, 2 * MIB, 0)),
+        "[1M,3M) must be data: {ours:?}"
+    );
+    assert!(
+        ours.contains(&(10 * MIB, 64 * 1024, 0)),
+        "[10M,+64K) must be data: {ours:?}"
+    );
+    assert_eq!(ours.first().unwrap(), &(0, MIB, 3));
+    let end = ours.last().map(|e| e.0 + e.1).unwrap();
+    assert_eq!(end, 64 * MIB);
+    // Each printed line is already merged.
+    assert_eq!(ours.len(), out.stdout.lines().count() - 1);
+    has_line(
+        &out,
+        &format!(
+            "total: 67108864 bytes, {} extents, 2162688 bytes allocated",
+            ours.len()
+        ),
+    );
+
+    let kit = Server::nbdkit(&scratch, &["memory", "8M"]);
+    let out = run_example_ok("map", &[&kit.uri()]);
+    assert_eq!(parse_map(&out.stdout), vec![(0, 8 * MIB, 3)]);
+
+    let (nbd_server, _) = two_export_nbd_server(&scratch);
+    run_example_fails(
+        "map",
+        &[&nbd_server.uri()],
+        "does not support base:allocation",
+    );
+}
