@@ -84,7 +84,10 @@ for mode in range(3):
         s += chunk(mode, 1, 0, 8, 4096, b"")
     write("client_transmission", "mode%d" % mode, bytes([mode, 63, mix]) + s)
 
-# server_decoder: [selector] + client stream
+# server_decoder: [selector, step] + client stream. Selector bits: 1 oldstyle,
+# 2 pretend structured, 4 pretend extended, 8 greeting without NO_ZEROES,
+# 16 greeting without FIXED_NEWSTYLE, 32 refuse SR/EH, 64 small payload caps,
+# 128 drain output piecewise. Step 0 feeds everything at once.
 def opt(o, payload=b""):
     return struct.pack(">QII", IHAVEOPT, o, len(payload)) + payload
 
@@ -93,13 +96,31 @@ def req(ext, flags, typ, cookie, off, ln):
         return struct.pack(">IHHQQQ", 0x21E41C71, flags, typ, cookie, off, ln)
     return struct.pack(">IHHQQI", 0x25609513, flags, typ, cookie, off, ln)
 
-name = b""
+def sd(name, sel, step, stream):
+    write("server_decoder", name, bytes([sel, step]) + stream)
+
 goreq = struct.pack(">I", 0) + struct.pack(">HH", 1, 3)
 metareq = struct.pack(">I", 0) + struct.pack(">I", 1) + struct.pack(">I", 15) + b"base:allocation"
-c = struct.pack(">I", 3) + opt(SR) + opt(SET_META, metareq) + opt(GO, goreq)
-c += req(False, 0, 0, 1, 0, 512) + req(False, 1, 1, 2, 0, 4) + b"data" + req(False, 0, 7, 3, 0, 4096) + req(False, 0, 2, 4, 0, 0)
-write("server_decoder", "compact", bytes([0]) + c)
-c = struct.pack(">I", 3) + opt(EH) + opt(GO, goreq)
-c += req(True, 0, 0, 1, 0, 512) + req(True, 0, 1, 2, 0, 4) + b"data" + req(True, 0x20, 7, 3, 0, 12) + struct.pack(">QI", 4096, 1)
-write("server_decoder", "extended", bytes([1]) + c)
-write("server_decoder", "list_abort", bytes([0]) + struct.pack(">I", 1) + opt(LIST) + opt(2))
+compact_reqs = (req(False, 0, 0, 1, 0, 512) + req(False, 1, 1, 2, 0, 4) + b"data"
+                + req(False, 0, 7, 3, 0, 4096) + req(False, 8, 7, 4, 0, 4096)
+                + req(False, 0, 3, 5, 0, 0) + req(False, 2, 6, 6, 0, 8192)
+                + req(False, 0, 2, 7, 0, 0))
+ext_reqs = (req(True, 0, 0, 1, 0, 512) + req(True, 0, 1, 2, 0, 4) + b"data"
+            + req(True, 0x20, 7, 3, 0, 12) + struct.pack(">QI", 4096, 1)
+            + req(True, 0, 4, 4, 4096, 1 << 33) + req(True, 0, 2, 5, 0, 0))
+c = struct.pack(">I", 3) + opt(SR) + opt(SET_META, metareq) + opt(GO, goreq) + compact_reqs
+sd("compact", 0, 0, c)
+sd("compact_bytewise", 0, 1, c)
+sd("compact_piecewise_out", 128, 13, c)
+c = struct.pack(">I", 3) + opt(EH) + opt(GO, goreq) + ext_reqs
+sd("extended", 0, 7, c)
+sd("extended_refused", 32, 0, struct.pack(">I", 3) + opt(EH) + opt(SR) + opt(GO, goreq) + compact_reqs)
+sd("list_info_abort", 0, 1, struct.pack(">I", 1) + opt(LIST) + opt(INFO, goreq) + opt(9, metareq) + opt(2))
+sd("go_unknown_then_go", 0, 0, struct.pack(">I", 1) + opt(GO, struct.pack(">I", 3) + b"abc" + struct.pack(">H", 0)) + opt(GO, goreq) + compact_reqs)
+sd("invalid_option_then_go", 0, 5, struct.pack(">I", 1) + opt(GO, b"\x00") + opt(99, b"xyz") + opt(GO, goreq) + compact_reqs)
+sd("export_name_no_fixed", 8 | 16, 0, struct.pack(">I", 0) + opt(1, b"disk") + compact_reqs)
+sd("export_name_zeroes", 8, 3, struct.pack(">I", 1) + opt(1, b"") + compact_reqs)
+sd("oldstyle", 1, 0, compact_reqs)
+sd("oldstyle_pretend_extended", 1 | 4, 9, ext_reqs)
+sd("newstyle_pretend_structured", 2, 0, struct.pack(">I", 3) + opt(GO, goreq) + compact_reqs)
+sd("small_caps", 64, 0, struct.pack(">I", 3) + opt(GO, goreq) + req(False, 0, 1, 1, 0, 8192) + bytes(8192))
