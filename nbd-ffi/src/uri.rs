@@ -193,10 +193,9 @@ pub unsafe extern "C" fn nbd_get_uri(h: *mut Handle) -> *mut libc::c_char {
             Permitted::STARTED.check(inner.state())?;
             // Connections made without an address (a socket or a command the
             // caller gave) have no URI.
-            let uri = inner.connected_uri.as_ref().ok_or(Error::Engine {
-                errno: libc::ENOTSUP,
-                message: "the connection was not made to an address a URI can name".into(),
-            })?;
+            let uri = inner.connected_uri.as_ref().ok_or(Error::Invalid(
+                "there is no URI for this kind of connection (a socket or a command)".into(),
+            ))?;
             // The export is the one currently chosen (opt mode may change it).
             let mut uri = uri.clone();
             uri.export_name = inner.negotiation.export_name.to_string_lossy().into_owned();

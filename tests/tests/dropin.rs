@@ -595,6 +595,62 @@ fn nbdsh_readwrite_script() {
 }
 
 #[test]
+fn nbdsh_transports_script() {
+    assert_library_under_test_loaded();
+    let scratch = Scratch::new();
+    let unix = Server::nbdkit(&scratch, &["pattern", "1M"]);
+    // A TCP server on a free loopback port chosen by binding port 0.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        l.local_addr().unwrap().port()
+    };
+    let mut tcp = std::process::Command::new(require("nbdkit", "nbdkit"))
+        .args([
+            "-f",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "pattern",
+            "1M",
+        ])
+        .spawn()
+        .expect("start nbdkit on TCP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nbdkit did not listen on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let port_s = port.to_string();
+    let out = nbdsh_script(
+        "transports.py",
+        &unix.uri(),
+        &[("NBD_TCP_PORT", port_s.as_str())],
+    );
+    let _ = tcp.kill();
+    let _ = tcp.wait();
+    for line in [
+        "connect_command: ok (size 1048576)",
+        "socket_activation: ok (size 2097152)",
+        "connect_tcp: ok (size 1048576)",
+        "connect_tcp by name: ok (size 1048576)",
+        "connect_uri tcp: ok (size 1048576)",
+        "connect_socket: ok (size 1048576)",
+        "aio_connect_unix: ok (size 1048576)",
+        "refused: ok",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l == line),
+            "missing {line:?} in:\n{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
 fn nbdsh_optmode_script() {
     assert_library_under_test_loaded();
     let scratch = Scratch::new();

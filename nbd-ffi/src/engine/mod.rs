@@ -957,6 +957,11 @@ impl Engine {
                 let e = io::Error::last_os_error();
                 return Err(EngineError::io(&e, "kill"));
             }
+            // A server may finish serving its client before it obeys the
+            // signal (nbdkit does): end our side so that it can.
+            if let Some(fd) = &self.fd {
+                libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR);
+            }
             let mut status = 0;
             libc::waitpid(child.pid, &mut status, 0);
         }
