@@ -584,3 +584,68 @@ fn map_matches_nbdinfo() {
         "does not support base:allocation",
     );
 }
+
+/// `make install` puts the library, header and libnbd.pc under a prefix; a C
+/// program built with nothing but `pkg-config --cflags --libs libnbd` from
+/// there links against it and runs.
+#[test]
+fn install_and_link_with_pkg_config() {
+    if is_system_dir(&libnbd_dir()) {
+        eprintln!("install_and_link_with_pkg_config: tests our own install, not a system library");
+        return;
+    }
+    let scratch = Scratch::new();
+    let prefix = scratch.file("usr");
+    run_ok(
+        std::process::Command::new("make")
+            .arg("-C")
+            .arg(repo_root())
+            .arg("install")
+            .arg(format!("PREFIX={}", prefix.display())),
+    );
+    for f in ["lib/libnbd.so.0", "lib/libnbd.so", "include/libnbd.h", "lib/pkgconfig/libnbd.pc"] {
+        assert!(prefix.join(f).exists(), "make install did not install {f}");
+    }
+    let pkgconfig = |args: &[&str]| {
+        let out = run_ok(
+            std::process::Command::new(require("pkg-config", "pkg-config"))
+                .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+                .args(args)
+                .arg("libnbd"),
+        );
+        out.stdout.trim().to_string()
+    };
+    let cargo_toml = fs::read_to_string(repo_root().join("Cargo.toml")).unwrap();
+    let version = cargo_toml
+        .lines()
+        .find_map(|l| l.strip_prefix("version = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    assert_eq!(pkgconfig(&["--modversion"]), version);
+    let cflags = pkgconfig(&["--cflags"]);
+    let libs = pkgconfig(&["--libs"]);
+    assert!(cflags.contains(&prefix.join("include").display().to_string()), "{cflags}");
+    let exe = scratch.file("get-size");
+    let mut cc = std::process::Command::new("cc");
+    cc.arg("-std=c99")
+        .args(["-Wall", "-Wextra", "-Werror"])
+        .arg(repo_root().join("c-examples/get-size.c"))
+        .arg("-o")
+        .arg(&exe)
+        .args(cflags.split_whitespace())
+        .args(libs.split_whitespace())
+        .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()));
+    run_ok(&mut cc);
+    let server = Server::nbdkit(&scratch, &["null", "4096"]);
+    // No LD_LIBRARY_PATH (cargo sets one): the rpath alone must find it.
+    let out = run_ok(std::process::Command::new(&exe).env_remove("LD_LIBRARY_PATH").arg(server.uri()));
+    assert_eq!(out.stdout, "4096\n(4.0 KiB)\n");
+    // The program resolved libnbd.so.0 to the installed copy.
+    let ldd = run_ok(std::process::Command::new("ldd").env_remove("LD_LIBRARY_PATH").arg(&exe));
+    assert!(
+        ldd.stdout.contains(&prefix.join("lib/libnbd.so.0").display().to_string()),
+        "{}",
+        ldd.stdout
+    );
+}
