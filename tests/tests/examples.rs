@@ -649,3 +649,30 @@ fn install_and_link_with_pkg_config() {
         ldd.stdout
     );
 }
+
+/// The README's first command runs this example: the server is started by
+/// the library itself through socket activation, and stopped on close.
+#[test]
+fn socket_activation_starts_and_stops_the_server() {
+    setup();
+    let scratch = Scratch::new();
+    let image = scratch.file("disk.qcow2");
+    qemu_img_create(&image, "qcow2", 64 * MIB);
+    let img = image.display().to_string();
+    let out = run_example_ok("socket-activation", &["qemu-nbd", "-f", "qcow2", &img]);
+    assert!(out.stdout.contains("export size: 67108864 bytes"), "{}", out.stdout);
+    assert!(out.stdout.contains("verified 1048576 bytes"), "{}", out.stdout);
+    // The data really reached the image (byte 1 is 31 + 7).
+    let io = run_ok(
+        std::process::Command::new(require("qemu-io", "qemu-utils"))
+            .args(["-f", "qcow2", "-c", "read -P 38 1 1", "-c", "read -P 7 0 1"])
+            .arg(&image),
+    );
+    assert!(!io.stdout.contains("failed"), "{}", io.stdout);
+    assert_eq!(io.stdout.matches("read 1/1 bytes").count(), 2, "{}", io.stdout);
+    // No qemu-nbd serving this image survives the handle.
+    let ps = run_ok(std::process::Command::new("ps").args(["-eo", "args"]));
+    assert!(!ps.stdout.lines().any(|l| l.contains(&img)), "server still running:\n{}", ps.stdout);
+    let out = run_example_ok("socket-activation", &["nbdkit", "memory", "2M"]);
+    assert!(out.stdout.contains("export size: 2097152 bytes"), "{}", out.stdout);
+}
