@@ -41,11 +41,9 @@ impl HandleInner {
                 })
             }
         }
-        // LIBNBD_SHUTDOWN_ABANDON_PENDING (checked by the caller) asks to drop
-        // requests not yet sent. This library writes each request as it is
-        // submitted, so the only unsent bytes are those the socket refused;
-        // they are still sent before NBD_CMD_DISC (a known difference).
-        let _ = flags;
+        if flags & crate::constants::LIBNBD_SHUTDOWN_ABANDON_PENDING != 0 {
+            self.engine.abandon_unsent();
+        }
         self.engine.shutdown()?;
         if wait {
             self.engine.run_until(|e| {

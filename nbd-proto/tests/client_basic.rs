@@ -224,3 +224,40 @@ fn reset_after_abort_or_disconnect_is_a_clean_close() {
     c.handle_io_error("recv: Connection reset by peer");
     assert_eq!(c.state(), State::Dead);
 }
+
+#[test]
+fn abandon_unsent_withdraws_only_requests_not_started() {
+    let (mut c, mut h) = ready(Mode::Simple);
+    let a = h.read(&mut c, 0, 4);
+    let b = h.read(&mut c, 4, 4);
+    let w = c
+        .submit(Command::write(8, bytes::Bytes::from_static(b"xyz!")))
+        .unwrap();
+    // 10 bytes of the first request went out; the rest did not.
+    c.advance_transmit(10);
+    assert_eq!(c.abandon_unsent(), 2);
+    assert_eq!(c.in_flight(), 1);
+    let rest = drain(&mut c);
+    assert_eq!(rest.len(), 28 - 10, "only the first request's tail remains");
+    h.feed(&mut c, &[]);
+    assert_eq!(
+        h.completion(b),
+        Some(Err(nbd_proto::client::errno::ENOTCONN))
+    );
+    assert_eq!(
+        h.completion(w),
+        Some(Err(nbd_proto::client::errno::ENOTCONN))
+    );
+    assert_eq!(h.completion(a), None);
+    // The first read still completes normally, and new commands queue after it.
+    let mut reply = simple(a, 0);
+    reply.extend_from_slice(b"abcd");
+    h.feed(&mut c, &reply);
+    assert_eq!(h.completion(a), Some(Ok(())));
+    let f = c.submit(Command::new(CommandKind::Flush, 0, 0)).unwrap();
+    let out = drain(&mut c);
+    assert_eq!(out.len(), 28);
+    assert_eq!(&out[8..16], &f.to_be_bytes());
+    // Nothing unsent: nothing to withdraw.
+    assert_eq!(c.abandon_unsent(), 0);
+}

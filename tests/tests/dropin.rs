@@ -651,6 +651,19 @@ fn nbdsh_transports_script() {
 }
 
 #[test]
+fn nbdsh_shutdown_abandons_unsent_commands() {
+    assert_library_under_test_loaded();
+    let scratch = Scratch::new();
+    let memory = Server::nbdkit(&scratch, &["memory", "64M"]);
+    let out = nbdsh_script("abandon.py", &memory.uri(), &[]);
+    assert!(
+        out.stdout.lines().any(|l| l == "abandoned: 2"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn nbdsh_optmode_script() {
     assert_library_under_test_loaded();
     let scratch = Scratch::new();

@@ -603,7 +603,12 @@ fn install_and_link_with_pkg_config() {
             .arg("install")
             .arg(format!("PREFIX={}", prefix.display())),
     );
-    for f in ["lib/libnbd.so.0", "lib/libnbd.so", "include/libnbd.h", "lib/pkgconfig/libnbd.pc"] {
+    for f in [
+        "lib/libnbd.so.0",
+        "lib/libnbd.so",
+        "include/libnbd.h",
+        "lib/pkgconfig/libnbd.pc",
+    ] {
         assert!(prefix.join(f).exists(), "make install did not install {f}");
     }
     let pkgconfig = |args: &[&str]| {
@@ -625,7 +630,10 @@ fn install_and_link_with_pkg_config() {
     assert_eq!(pkgconfig(&["--modversion"]), version);
     let cflags = pkgconfig(&["--cflags"]);
     let libs = pkgconfig(&["--libs"]);
-    assert!(cflags.contains(&prefix.join("include").display().to_string()), "{cflags}");
+    assert!(
+        cflags.contains(&prefix.join("include").display().to_string()),
+        "{cflags}"
+    );
     let exe = scratch.file("get-size");
     let mut cc = std::process::Command::new("cc");
     cc.arg("-std=c99")
@@ -639,12 +647,21 @@ fn install_and_link_with_pkg_config() {
     run_ok(&mut cc);
     let server = Server::nbdkit(&scratch, &["null", "4096"]);
     // No LD_LIBRARY_PATH (cargo sets one): the rpath alone must find it.
-    let out = run_ok(std::process::Command::new(&exe).env_remove("LD_LIBRARY_PATH").arg(server.uri()));
+    let out = run_ok(
+        std::process::Command::new(&exe)
+            .env_remove("LD_LIBRARY_PATH")
+            .arg(server.uri()),
+    );
     assert_eq!(out.stdout, "4096\n(4.0 KiB)\n");
     // The program resolved libnbd.so.0 to the installed copy.
-    let ldd = run_ok(std::process::Command::new("ldd").env_remove("LD_LIBRARY_PATH").arg(&exe));
+    let ldd = run_ok(
+        std::process::Command::new("ldd")
+            .env_remove("LD_LIBRARY_PATH")
+            .arg(&exe),
+    );
     assert!(
-        ldd.stdout.contains(&prefix.join("lib/libnbd.so.0").display().to_string()),
+        ldd.stdout
+            .contains(&prefix.join("lib/libnbd.so.0").display().to_string()),
         "{}",
         ldd.stdout
     );
@@ -660,8 +677,16 @@ fn socket_activation_starts_and_stops_the_server() {
     qemu_img_create(&image, "qcow2", 64 * MIB);
     let img = image.display().to_string();
     let out = run_example_ok("socket-activation", &["qemu-nbd", "-f", "qcow2", &img]);
-    assert!(out.stdout.contains("export size: 67108864 bytes"), "{}", out.stdout);
-    assert!(out.stdout.contains("verified 1048576 bytes"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("export size: 67108864 bytes"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("verified 1048576 bytes"),
+        "{}",
+        out.stdout
+    );
     // The data really reached the image (byte 1 is 31 + 7).
     let io = run_ok(
         std::process::Command::new(require("qemu-io", "qemu-utils"))
@@ -669,10 +694,23 @@ fn socket_activation_starts_and_stops_the_server() {
             .arg(&image),
     );
     assert!(!io.stdout.contains("failed"), "{}", io.stdout);
-    assert_eq!(io.stdout.matches("read 1/1 bytes").count(), 2, "{}", io.stdout);
+    assert_eq!(
+        io.stdout.matches("read 1/1 bytes").count(),
+        2,
+        "{}",
+        io.stdout
+    );
     // No qemu-nbd serving this image survives the handle.
     let ps = run_ok(std::process::Command::new("ps").args(["-eo", "args"]));
-    assert!(!ps.stdout.lines().any(|l| l.contains(&img)), "server still running:\n{}", ps.stdout);
+    assert!(
+        !ps.stdout.lines().any(|l| l.contains(&img)),
+        "server still running:\n{}",
+        ps.stdout
+    );
     let out = run_example_ok("socket-activation", &["nbdkit", "memory", "2M"]);
-    assert!(out.stdout.contains("export size: 2097152 bytes"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("export size: 2097152 bytes"),
+        "{}",
+        out.stdout
+    );
 }

@@ -421,6 +421,15 @@ impl Engine {
         Ok(())
     }
 
+    /// `LIBNBD_SHUTDOWN_ABANDON_PENDING`: fails the commands whose request has
+    /// not started going out, without sending them.
+    pub(crate) fn abandon_unsent(&mut self) {
+        if let Some(c) = self.client.as_mut() {
+            c.abandon_unsent();
+        }
+        self.process_events();
+    }
+
     /// `nbd_aio_peek_command_completed`: the first completed, unretired cookie.
     pub(crate) fn peek_completed(&self) -> Option<u64> {
         self.done.first().map(|d| d.cookie)
@@ -519,21 +528,12 @@ impl Engine {
                         self.rstart += n;
                         client.handle_payload(n);
                     } else {
-                        // SAFETY: recv writes at most len bytes into the checked destination.
-                        let r = unsafe { libc::recv(fd, dst as *mut libc::c_void, len, 0) };
-                        match r {
-                            0 => client.handle_eof(),
-                            n if n > 0 => client.handle_payload(n as usize),
-                            _ => {
-                                let e = io::Error::last_os_error();
-                                if e.kind() == io::ErrorKind::WouldBlock {
-                                    break;
-                                }
-                                if e.kind() == io::ErrorKind::Interrupted {
-                                    continue;
-                                }
-                                client.handle_io_error(format!("recv: {e}"));
-                            }
+                        // SAFETY: off + len is inside the caller's buffer (checked above).
+                        match unsafe { recv(fd, dst, len) } {
+                            Recv::Data(n) => client.handle_payload(n),
+                            Recv::Eof => client.handle_eof(),
+                            Recv::Again => break,
+                            Recv::Failed(e) => client.handle_io_error(format!("recv: {e}")),
                         }
                     }
                 }
@@ -548,28 +548,12 @@ impl Engine {
                     } else {
                         self.rstart = 0;
                         self.rend = 0;
-                        // SAFETY: recv writes at most rbuf.len() bytes into rbuf.
-                        let r = unsafe {
-                            libc::recv(
-                                fd,
-                                self.rbuf.as_mut_ptr() as *mut libc::c_void,
-                                self.rbuf.len(),
-                                0,
-                            )
-                        };
-                        match r {
-                            0 => client.handle_eof(),
-                            n if n > 0 => self.rend = n as usize,
-                            _ => {
-                                let e = io::Error::last_os_error();
-                                if e.kind() == io::ErrorKind::WouldBlock {
-                                    break;
-                                }
-                                if e.kind() == io::ErrorKind::Interrupted {
-                                    continue;
-                                }
-                                client.handle_io_error(format!("recv: {e}"));
-                            }
+                        // SAFETY: rbuf is ours and writable for its length.
+                        match unsafe { recv(fd, self.rbuf.as_mut_ptr(), self.rbuf.len()) } {
+                            Recv::Data(n) => self.rend = n,
+                            Recv::Eof => client.handle_eof(),
+                            Recv::Again => break,
+                            Recv::Failed(e) => client.handle_io_error(format!("recv: {e}")),
                         }
                     }
                 }
@@ -1002,6 +986,42 @@ impl Drop for Engine {
         }
         if let Some(dir) = self.activation_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// What one `recv` produced.
+enum Recv {
+    /// This many bytes arrived.
+    Data(usize),
+    /// The server closed its side.
+    Eof,
+    /// Nothing to read now.
+    Again,
+    /// The socket failed.
+    Failed(io::Error),
+}
+
+/// One non-blocking `recv` into `dst`, retried on `EINTR`.
+///
+/// # Safety
+///
+/// `dst` must be writable for `len` bytes.
+unsafe fn recv(fd: RawFd, dst: *mut u8, len: usize) -> Recv {
+    loop {
+        // SAFETY: the caller guarantees dst is writable for len bytes.
+        let r = unsafe { libc::recv(fd, dst.cast::<libc::c_void>(), len, 0) };
+        if r > 0 {
+            return Recv::Data(r as usize);
+        }
+        if r == 0 {
+            return Recv::Eof;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Recv::Again,
+            _ => return Recv::Failed(e),
         }
     }
 }

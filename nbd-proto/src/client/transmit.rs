@@ -29,6 +29,8 @@ pub(super) struct InFlight {
     simple_data: bool,
     /// BLOCK_STATUS: the contexts that got extents.
     contexts_seen: Vec<u32>,
+    /// Stream position of the request's first byte.
+    tx_start: u64,
 }
 
 impl InFlight {
@@ -94,6 +96,7 @@ impl Client {
             .to_array(self.extended)
             .map_err(|_| SubmitError::TooLarge)?;
         self.next_cookie += 1;
+        let tx_start = self.tx.end_position();
         self.tx.push_with(|b| b.extend_from_slice(&bytes[..n]));
         match c.payload {
             Payload::Owned(data) => self.tx.push_owned(data),
@@ -114,6 +117,7 @@ impl Client {
                     ranges: RangeSet::default(),
                     simple_data: false,
                     contexts_seen: Vec::new(),
+                    tx_start,
                 },
             );
         }
@@ -135,6 +139,40 @@ impl Client {
             super::State::Negotiating => self.opt_abort(),
             _ => Err(SubmitError::InvalidState("the handle is not connected")),
         }
+    }
+
+    /// Withdraws every command whose request has not started going out
+    /// (libnbd's `LIBNBD_SHUTDOWN_ABANDON_PENDING`): its bytes leave the
+    /// output queue and it completes with `ENOTCONN`. Requests partly sent
+    /// stay, or the stream would be corrupt. Returns how many were withdrawn.
+    pub fn abandon_unsent(&mut self) -> usize {
+        let sent = self.tx.sent_position();
+        let unsent: Vec<u64> = self
+            .cmds
+            .iter()
+            .filter(|(_, c)| c.tx_start >= sent)
+            .map(|(&cookie, _)| cookie)
+            .collect();
+        let Some(from) = unsent
+            .iter()
+            .filter_map(|c| self.cmds.get(c).map(|c| c.tx_start))
+            .min()
+        else {
+            return 0;
+        };
+        self.tx.truncate_to(from);
+        for &cookie in &unsent {
+            self.cmds.remove(&cookie);
+            self.push_event(Event::Complete {
+                cookie,
+                result: Err(CommandError::new(
+                    errno::ENOTCONN,
+                    "abandoned before it was sent",
+                )),
+            });
+        }
+        self.update_direction();
+        unsent.len()
     }
 
     /// Whether `NBD_CMD_DISC` was queued.

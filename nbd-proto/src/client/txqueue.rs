@@ -53,6 +53,8 @@ pub(crate) struct TxQueue {
     buf: Vec<u8>,
     segs: VecDeque<Seg>,
     total: usize,
+    /// Bytes ever sent; with `total`, tells what a queue position refers to.
+    sent: u64,
 }
 
 impl TxQueue {
@@ -62,6 +64,53 @@ impl TxQueue {
 
     pub(crate) fn pending(&self) -> usize {
         self.total
+    }
+
+    /// The stream position where the next appended byte will go.
+    pub(crate) fn end_position(&self) -> u64 {
+        self.sent + self.total as u64
+    }
+
+    /// The stream position of the next byte to send.
+    pub(crate) fn sent_position(&self) -> u64 {
+        self.sent
+    }
+
+    /// Drops every queued byte from stream position `pos` on. Only bytes not
+    /// yet sent can go: `pos` below [`Self::sent_position`] is raised to it.
+    pub(crate) fn truncate_to(&mut self, pos: u64) {
+        let pos = pos.max(self.sent);
+        let mut excess =
+            usize::try_from(self.end_position().saturating_sub(pos)).unwrap_or(usize::MAX);
+        while excess > 0 {
+            let Some(back) = self.segs.back_mut() else {
+                break;
+            };
+            let len = match back {
+                Seg::Inline { start, end } => *end - *start,
+                Seg::Owned { data, pos } => data.len() - *pos,
+                Seg::External { len, .. } => *len,
+            };
+            if len <= excess {
+                self.segs.pop_back();
+                self.total -= len;
+                excess -= len;
+                continue;
+            }
+            match back {
+                Seg::Inline { end, .. } => {
+                    *end -= excess;
+                    self.buf.truncate(*end);
+                }
+                Seg::Owned { data, .. } => data.truncate(data.len() - excess),
+                Seg::External { len, .. } => *len -= excess,
+            }
+            self.total -= excess;
+            excess = 0;
+        }
+        if self.segs.is_empty() {
+            self.buf.clear();
+        }
     }
 
     /// Appends inline bytes produced by `f`, merging with a trailing inline segment.
@@ -123,6 +172,7 @@ impl TxQueue {
     pub(crate) fn advance(&mut self, mut n: usize) {
         n = n.min(self.total);
         self.total -= n;
+        self.sent += n as u64;
         while n > 0 {
             let Some(front) = self.segs.front_mut() else {
                 break;
@@ -176,6 +226,7 @@ impl TxQueue {
             }
         }
         self.buf.clear();
+        self.sent += self.total as u64;
         self.total = 0;
     }
 
