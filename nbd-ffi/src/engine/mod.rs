@@ -170,6 +170,9 @@ pub(crate) struct Engine {
     user_opt: Option<UserOpt>,
     opt_result: Option<OptResult>,
     dead: Option<EngineError>,
+    /// The handle is being closed: callbacks are released, not called
+    /// (libnbd: the status of unretired commands is lost on close).
+    closing: bool,
 }
 
 /// Receive buffer size: many small replies per `recv`; large payloads bypass it.
@@ -193,6 +196,7 @@ impl Engine {
             user_opt: None,
             opt_result: None,
             dead: None,
+            closing: false,
         }
     }
 
@@ -836,8 +840,8 @@ impl Engine {
                 }
                 let mut err = cmd.error;
                 let retire = match cmd.hooks.as_mut() {
-                    Some(h) => h.complete(&mut err) == 1,
-                    None => false,
+                    Some(h) if !self.closing => h.complete(&mut err) == 1,
+                    _ => false,
                 };
                 // Dropping the hooks frees the C callbacks, exactly once.
                 drop(cmd.hooks.take());
@@ -917,7 +921,7 @@ impl Engine {
             } else {
                 errno
             };
-            if let Some(h) = u.hooks.as_mut() {
+            if let Some(h) = u.hooks.as_mut().filter(|_| !self.closing) {
                 h.complete(&mut err);
             }
             drop(u.hooks.take());
@@ -952,26 +956,23 @@ impl Engine {
         Ok(())
     }
 
-    /// Abandons everything: commands fail, hooks are freed.
-    pub(crate) fn abandon(&mut self) {
+    /// Closing the handle: the connection ends, and every callback still
+    /// held is released (`.free`) without being called.
+    fn close(&mut self) {
+        self.closing = true;
         if let Some(c) = self.client.as_mut() {
             c.abandon();
         }
         self.process_events();
-        // Any command the client did not know about still gets its hooks freed.
-        for (_, mut cmd) in self.cmds.drain() {
-            if let Some(mut h) = cmd.hooks.take() {
-                let mut err = libc::ENOTCONN;
-                h.complete(&mut err);
-            }
-        }
+        // Whatever the client no longer knew about is released too.
+        self.cmds.clear();
         self.finish_user_opt(libc::ENOTCONN, "the handle was closed");
     }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.abandon();
+        self.close();
         self.fd = None;
         if let Some(child) = self.child.take() {
             // Reap the child once its socket is closed, as libnbd does.
