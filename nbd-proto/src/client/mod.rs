@@ -788,7 +788,9 @@ impl Client {
             }
             self.acc.extend_from_slice(&input[used..used + take]);
             used += take;
-            if self.acc.len() == self.need {
+            if self.acc.len() < self.need {
+                self.check_partial_reply_header();
+            } else {
                 let msg = core::mem::take(&mut self.acc);
                 self.on_message(&msg);
                 if self.acc.capacity() == 0 && msg.capacity() <= 4096 {

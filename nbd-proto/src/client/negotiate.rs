@@ -397,6 +397,12 @@ impl Client {
         option: u32,
         failure: OptionFailure,
     ) -> Result<(), ProtocolError> {
+        if matches!(option, opt::INFO | opt::GO) {
+            // What the server said about the export before refusing it does
+            // not describe an export the caller can use.
+            self.export = super::ExportInfo::default();
+            self.got_export_info = false;
+        }
         match option {
             opt::ABORT => {
                 self.current = None;

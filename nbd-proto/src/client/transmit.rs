@@ -298,6 +298,34 @@ impl Client {
         }
     }
 
+    /// With extended headers every reply header is 32 bytes, but a wrong
+    /// magic is known from the first 4: fail then, rather than wait for the
+    /// rest of a header that a server which sent a 16-byte simple reply will
+    /// never send.
+    pub(super) fn check_partial_reply_header(&mut self) {
+        if self.expect != Expect::ReplyHeader || !self.extended {
+            return;
+        }
+        let Some(magic) = self.acc.get(..4) else {
+            return;
+        };
+        let magic = u32::from_be_bytes([magic[0], magic[1], magic[2], magic[3]]);
+        let e = match magic {
+            consts::EXTENDED_REPLY_MAGIC => return,
+            consts::SIMPLE_REPLY_MAGIC => {
+                ProtocolError::NotNegotiated("simple reply with extended headers")
+            }
+            consts::STRUCTURED_REPLY_MAGIC => {
+                ProtocolError::NotNegotiated("compact structured chunk with extended headers")
+            }
+            found => ProtocolError::Wire(crate::wire::WireError::BadMagic {
+                what: "reply",
+                found: u64::from(found),
+            }),
+        };
+        self.die(e);
+    }
+
     fn on_reply_header(&mut self, msg: &[u8]) -> Result<(), ProtocolError> {
         if !self.extended && msg.len() == size::SIMPLE_REPLY {
             let magic = u32::from_be_bytes([msg[0], msg[1], msg[2], msg[3]]);
