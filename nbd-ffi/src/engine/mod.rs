@@ -280,7 +280,6 @@ impl Engine {
 
     fn attach(&mut self, fd: OwnedFd) {
         self.fd = Some(fd);
-        self.rbuf = vec![0; RBUF];
         self.client = Some(Client::new(self.config.clone()));
     }
 
@@ -552,9 +551,18 @@ impl Engine {
                     } else {
                         self.rstart = 0;
                         self.rend = 0;
-                        // SAFETY: rbuf is ours and writable for its length.
-                        match unsafe { recv(fd, self.rbuf.as_mut_ptr(), self.rbuf.len()) } {
-                            Recv::Data(n) => self.rend = n,
+                        // Allocated on demand (and dropped when idle), so an
+                        // idle handle costs no receive buffer.
+                        self.rbuf.clear();
+                        self.rbuf.reserve(RBUF);
+                        // SAFETY: rbuf has capacity for RBUF bytes; recv writes
+                        // at most that many.
+                        match unsafe { recv(fd, self.rbuf.as_mut_ptr(), RBUF) } {
+                            Recv::Data(n) => {
+                                // SAFETY: recv initialised the first n bytes.
+                                unsafe { self.rbuf.set_len(n) };
+                                self.rend = n;
+                            }
                             Recv::Eof => client.handle_eof(),
                             Recv::Again => break,
                             Recv::Failed(e) => client.handle_io_error(format!("recv: {e}")),
@@ -565,6 +573,9 @@ impl Engine {
             self.process_events();
         }
         self.process_events();
+        if self.rstart == self.rend && self.cmds.is_empty() {
+            self.rbuf = Vec::new();
+        }
         // Answer at once (next option, client flags) rather than after a poll.
         if self.client.as_ref().is_some_and(|c| c.wants_write()) {
             self.notify_write();

@@ -1,0 +1,56 @@
+#!/bin/bash
+# Benchmarks Debian's libnbd against ours, side by side, on the same binaries.
+#
+#   bench/run.sh                 quick run (5 repetitions, small sizes; ~4 min)
+#   REPS=9 bench/run.sh          more repetitions
+#   FULL=1 bench/run.sh          the long workloads (4G / 1G copies, 10 s fio,
+#                                2 s per aio test; ~25 min)
+#   ONLY=2,4 bench/run.sh        a subset of the workloads (1-6)
+#   PIN=1 bench/run.sh           clients on CPU 0, servers on the other CPUs
+#
+# It builds target/release/libnbd.so.0 (make lib; NO_BUILD=1 skips it) and the
+# C programs in bench/ (into target/bench/, linked with -lnbd and no rpath, so
+# LD_LIBRARY_PATH picks the library), starts nbdkit and qemu-nbd on Unix
+# sockets in a temporary directory, runs every workload alternately on
+# Debian's library (LD_LIBRARY_PATH unset) and ours
+# (LD_LIBRARY_PATH=target/release), stops the servers, and prints a Markdown
+# table that it also writes to bench/results.md.  See bench/bench.py.
+#
+# Needs: libnbd-bin (nbdcopy), libnbd0 (Debian's library), nbdkit, fio,
+# qemu-utils, python3, cc.  Not part of `cargo test`.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+for tool in nbdcopy nbdkit fio qemu-nbd qemu-img qemu-io python3 cc; do
+    command -v "$tool" >/dev/null || {
+        echo "bench: $tool is missing (apt-get install -y libnbd-bin nbdkit fio qemu-utils)" >&2
+        exit 1
+    }
+done
+[ -e /usr/lib/x86_64-linux-gnu/libnbd.so.0 ] || {
+    echo "bench: Debian's libnbd.so.0 is missing (apt-get install -y libnbd0)" >&2
+    exit 1
+}
+
+# Workload 6 opens 1000 connections in one process (and nbdkit serves them).
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ] || [ "$hard" -ge 4096 ]; then
+    ulimit -n 4096
+else
+    ulimit -n "$hard"
+fi
+
+if [ "${NO_BUILD:-}" != 1 ]; then
+    make -s lib >&2
+fi
+[ -e target/release/libnbd.so.0 ] || { echo "bench: run 'make lib' first" >&2; exit 1; }
+
+mkdir -p target/bench
+for prog in aio-bench block-status handles; do
+    cc -std=c99 -Wall -Wextra -Werror -O2 -Iinclude -o "target/bench/$prog" \
+       "bench/$prog.c" -Ltarget/release -lnbd
+done
+
+exec python3 "$ROOT/bench/bench.py"
