@@ -717,8 +717,11 @@ fn nbdsh_optmode_script() {
 // fio's nbd engine with data verification.
 
 fn fio_verify(uri: &str, job: &[&str], expect_bytes: u64, jobs: usize) {
+    // fio saves verify state files in its working directory: use a scratch one.
+    let scratch = Scratch::new();
     let mut cmd = tool(fio(), Lib::UnderTest);
-    cmd.args(["--name=nbd-verify", "--ioengine=nbd"])
+    cmd.current_dir(scratch.path())
+        .args(["--name=nbd-verify", "--ioengine=nbd"])
         .arg(format!("--uri={uri}"))
         .args([
             "--verify=crc32c",
