@@ -9,7 +9,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(client_negotiation client_transmission server_decoder)
+  targets=(client_negotiation client_transmission server_decoder abi)
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1

@@ -6,7 +6,7 @@
 set -euo pipefail
 
 pkgs=(qemu-utils nbdkit nbd-server libnbd-bin libnbd-dev
-      python3-libnbd fio pkg-config gnutls-bin binutils make gcc procps)
+      python3-libnbd fio pkg-config gnutls-bin binutils make gcc procps valgrind)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
