@@ -488,6 +488,10 @@ impl Engine {
         if self.pending.is_some() {
             return;
         }
+        // A recv that returned less than asked for emptied the socket: the
+        // next one would only say EAGAIN, so once the bytes in hand are used
+        // up, stop and let the caller poll (one system call less per batch).
+        let mut drained = false;
         loop {
             let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
                 return;
@@ -530,10 +534,15 @@ impl Engine {
                         };
                         self.rstart += n;
                         client.handle_payload(n);
+                    } else if drained {
+                        break;
                     } else {
                         // SAFETY: off + len is inside the caller's buffer (checked above).
                         match unsafe { recv(fd, dst, len) } {
-                            Recv::Data(n) => client.handle_payload(n),
+                            Recv::Data(n) => {
+                                drained = n < len;
+                                client.handle_payload(n);
+                            }
                             Recv::Eof => client.handle_eof(),
                             Recv::Again => break,
                             Recv::Failed(e) => client.handle_io_error(format!("recv: {e}")),
@@ -548,6 +557,8 @@ impl Engine {
                             // The client stopped (TLS, end of connection).
                             break;
                         }
+                    } else if drained {
+                        break;
                     } else {
                         self.rstart = 0;
                         self.rend = 0;
@@ -562,6 +573,7 @@ impl Engine {
                                 // SAFETY: recv initialised the first n bytes.
                                 unsafe { self.rbuf.set_len(n) };
                                 self.rend = n;
+                                drained = n < RBUF;
                             }
                             Recv::Eof => client.handle_eof(),
                             Recv::Again => break,
