@@ -85,28 +85,26 @@ fn sockaddr_len(family: libc::c_int) -> libc::socklen_t {
     }) as libc::socklen_t
 }
 
-/// Connects to a Unix domain socket.
-pub(crate) fn connect_unix(path: &Path) -> io::Result<Pending> {
-    let bytes = path.as_os_str().as_encoded_bytes();
-    // SAFETY: sockaddr_un is plain old data; all-zero is a valid value.
-    let mut un: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= un.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
-    }
-    un.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, s) in un.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    // SAFETY: sockaddr_storage is larger than sockaddr_un and plain data.
+/// Copies a concrete socket address into a `sockaddr_storage`.
+fn into_storage<T: Copy>(addr: &T) -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    // SAFETY: copies size_of::<sockaddr_un>() bytes into the larger storage.
+    let n = std::mem::size_of::<T>().min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: copies at most size_of::<sockaddr_storage>() bytes of a plain
+    // address struct into the storage; the regions do not overlap.
     unsafe {
         std::ptr::copy_nonoverlapping(
-            &un as *const _ as *const u8,
+            addr as *const T as *const u8,
             &mut ss as *mut _ as *mut u8,
-            std::mem::size_of::<libc::sockaddr_un>(),
+            n,
         )
     };
+    ss
+}
+
+/// Connects to a Unix domain socket.
+pub(crate) fn connect_unix(path: &Path) -> io::Result<Pending> {
+    let ss = into_storage(&unix_addr(path)?);
     let fd = socket(libc::AF_UNIX)?;
     let in_progress = start_connect(&fd, &ss, sockaddr_len(libc::AF_UNIX))?;
     Ok(Pending {
@@ -238,16 +236,7 @@ pub(crate) fn connect_vsock(cid: u32, port: u32) -> io::Result<Pending> {
     vm.svm_family = libc::AF_VSOCK as libc::sa_family_t;
     vm.svm_cid = cid;
     vm.svm_port = port;
-    // SAFETY: storage is larger than sockaddr_vm; both plain data.
-    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    // SAFETY: copies exactly size_of::<sockaddr_vm>() bytes.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            &vm as *const _ as *const u8,
-            &mut ss as *mut _ as *mut u8,
-            std::mem::size_of::<libc::sockaddr_vm>(),
-        )
-    };
+    let ss = into_storage(&vm);
     let fd = socket(libc::AF_VSOCK)?;
     let in_progress = start_connect(&fd, &ss, sockaddr_len(libc::AF_VSOCK))?;
     Ok(Pending {
@@ -402,7 +391,7 @@ pub(crate) fn spawn_socket_activation(argv: &[String]) -> io::Result<(Pending, C
     let sock = dir.join("sock");
     let listener = {
         let fd = socket(libc::AF_UNIX)?;
-        let p = connect_unix_addr(&sock)?;
+        let p = unix_addr(&sock)?;
         // SAFETY: binds to a valid sockaddr_un.
         cvt(unsafe {
             libc::bind(
@@ -468,11 +457,12 @@ pub(crate) fn spawn_socket_activation(argv: &[String]) -> io::Result<(Pending, C
     ))
 }
 
-fn connect_unix_addr(path: &Path) -> io::Result<libc::sockaddr_un> {
+/// The `sockaddr_un` of `path` (too long or containing NUL: `ENAMETOOLONG`).
+fn unix_addr(path: &Path) -> io::Result<libc::sockaddr_un> {
     let bytes = path.as_os_str().as_encoded_bytes();
     // SAFETY: plain data.
     let mut un: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= un.sun_path.len() {
+    if bytes.len() >= un.sun_path.len() || bytes.contains(&0) {
         return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
     }
     un.sun_family = libc::AF_UNIX as libc::sa_family_t;
