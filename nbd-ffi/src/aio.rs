@@ -9,10 +9,9 @@
 //! the completion callback), also when the call fails before queuing.
 
 use crate::callbacks::{ChunkCallback, CompletionCallback, ExtentCallback, Owned};
-use crate::commands::read_buffer;
 use crate::commands::Op;
+use crate::commands::{read_buffer, write_buffer};
 use crate::constants::LIBNBD_SHUTDOWN_MASK;
-use crate::engine::RawBuf;
 use crate::errors::{check_flags, Error};
 use crate::handle::{Handle, HandleInner};
 use crate::hooks::CmdCallbacks;
@@ -172,11 +171,7 @@ pub unsafe extern "C" fn nbd_aio_pwrite(
             || format!("buf=<buf> count={count} offset={offset} completion=<fn> flags=0x{flags:x}"),
             |inner| {
                 Permitted::CONNECTED.check(inner.state())?;
-                let buf = ptr::required_ptr(buf, "buf")?;
-                let raw = RawBuf {
-                    ptr: buf.as_ptr().cast::<u8>(),
-                    len: count,
-                };
+                let raw = write_buffer(buf, count)?;
                 let cbs = CmdCallbacks {
                     completion: Some(completion),
                     ..CmdCallbacks::default()

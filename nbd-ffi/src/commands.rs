@@ -129,6 +129,16 @@ impl HandleInner {
     }
 }
 
+/// A write buffer as the engine holds it until the command completes
+/// (`EFAULT` for NULL).
+pub(crate) fn write_buffer(buf: *const c_void, count: usize) -> Result<RawBuf, Error> {
+    let buf = ptr::required_ptr(buf, "buf")?;
+    Ok(RawBuf {
+        ptr: buf.as_ptr().cast::<u8>(),
+        len: count,
+    })
+}
+
 /// Checks a read buffer the way libnbd does: first, before any other check,
 /// zero it if `nbd_set_pread_initialize` asks for that (so that a caller who
 /// ignores the error never sees stale memory), then the handle state, then
@@ -321,11 +331,7 @@ pub unsafe extern "C" fn nbd_pwrite(
             || format!("buf=<buf> count={count} offset={offset} flags=0x{flags:x}"),
             |inner| {
                 Permitted::CONNECTED.check(inner.state())?;
-                let buf = ptr::required_ptr(buf, "buf")?;
-                let raw = RawBuf {
-                    ptr: buf.as_ptr().cast::<u8>(),
-                    len: count,
-                };
+                let raw = write_buffer(buf, count)?;
                 inner.run(Op::Write(raw), offset, flags, CmdCallbacks::default())
             },
         )

@@ -96,6 +96,17 @@ struct Cmd {
     message: Option<String>,
 }
 
+impl Cmd {
+    /// libnbd's rule for a mid-command callback's result: -1 fails the
+    /// command (unless it already failed) with the `*error` it left, EPROTO
+    /// if that is 0.
+    fn callback_returned(&mut self, r: i32, err: i32) {
+        if r == -1 && self.error == 0 {
+            self.error = if err != 0 { err } else { libc::EPROTO };
+        }
+    }
+}
+
 /// A completed command the caller has not retired yet.
 #[derive(Debug, Clone)]
 pub(crate) struct Done {
@@ -799,9 +810,7 @@ impl Engine {
                 if let Some(h) = cmd.hooks.as_mut() {
                     let mut err = e;
                     let r = h.chunk(sub, 0, offset, READ_ERROR, &mut err);
-                    if r == -1 && cmd.error == 0 {
-                        cmd.error = if err != 0 { err } else { libc::EPROTO };
-                    }
+                    cmd.callback_returned(r, err);
                 }
             }
             Event::Extents {
@@ -846,9 +855,7 @@ impl Engine {
                 if let (Some(h), Ok(cname)) = (cmd.hooks.as_mut(), CString::new(name)) {
                     let mut err = cmd.error;
                     let r = h.extent(&cname, offset, &mut entries, &mut err);
-                    if r == -1 && cmd.error == 0 {
-                        cmd.error = if err != 0 { err } else { libc::EPROTO };
-                    }
+                    cmd.callback_returned(r, err);
                 }
             }
             Event::Complete { cookie, result } => {
@@ -1054,9 +1061,7 @@ fn call_chunk(cmd: &mut Cmd, sub: *mut u8, len: usize, offset: u64, status: u32)
     if let Some(h) = cmd.hooks.as_mut() {
         let mut err = cmd.error;
         let r = h.chunk(sub, len, offset, status, &mut err);
-        if r == -1 && cmd.error == 0 {
-            cmd.error = if err != 0 { err } else { libc::EPROTO };
-        }
+        cmd.callback_returned(r, err);
     }
 }
 
