@@ -32,13 +32,14 @@ fi
 # half-written library.
 tmp=$dir/.libnbd.so.0.$$
 trap 'rm -f "$tmp"' EXIT
-# The system libraries are those `rustc --print native-static-libs` lists.
+# The system libraries are those `rustc --print native-static-libs` lists,
+# plus OpenSSL (libssl, libcrypto) for TLS.
 "$cc" -shared -o "$tmp" \
     -Wl,-soname,libnbd.so.0 \
     -Wl,--version-script="$here/libnbd.syms" \
     -Wl,--no-undefined \
     -Wl,--gc-sections \
     -Wl,--whole-archive "$archive" -Wl,--no-whole-archive \
-    -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+    -lssl -lcrypto -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 mv -f "$tmp" "$dir/libnbd.so.0"
 ln -sfn libnbd.so.0 "$dir/libnbd.so"

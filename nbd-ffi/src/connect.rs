@@ -35,13 +35,16 @@ fn lossy(s: &CStr) -> String {
 impl HandleInner {
     /// The protocol configuration the handle's settings describe.
     pub(crate) fn proto_config(&self) -> Result<nbd_proto::client::Config, Error> {
-        if self.tls.mode != crate::constants::LIBNBD_TLS_DISABLE {
-            return Err(Error::NotSupported("TLS support"));
-        }
+        use crate::constants::{LIBNBD_TLS_ALLOW, LIBNBD_TLS_REQUIRE};
+        use nbd_proto::client::TlsMode;
         let n = &self.negotiation;
         Ok(nbd_proto::client::Config {
             export_name: lossy(&n.export_name),
-            tls: nbd_proto::client::TlsMode::Disable,
+            tls: match self.tls.mode {
+                LIBNBD_TLS_REQUIRE => TlsMode::Require,
+                LIBNBD_TLS_ALLOW => TlsMode::Allow,
+                _ => TlsMode::Disable,
+            },
             request_structured_replies: n.request_structured_replies,
             // libnbd 1.14 has no extended headers; asking for them changes
             // nothing the C API shows, and gives 64-bit block status.
@@ -58,6 +61,12 @@ impl HandleInner {
     /// Starts connecting to `target`; the handle leaves the created state.
     fn start_connection(&mut self, target: Target) -> Result<(), Error> {
         let config = self.proto_config()?;
+        let hostname = match &target {
+            Target::Tcp { host, .. } => Some(host.clone()),
+            _ => None,
+        };
+        let tls = self.tls.options(hostname)?;
+        self.engine.set_tls_options(tls);
         let started: Result<(), EngineError> = (|| {
             match target {
                 Target::Unix(path) => {
@@ -156,7 +165,7 @@ impl HandleInner {
 /// The URI describing a connection to `transport`, for `nbd_get_uri`.
 fn uri_for(inner: &HandleInner, transport: Transport) -> NbdUri {
     NbdUri {
-        tls: false,
+        tls: inner.tls.mode == crate::constants::LIBNBD_TLS_REQUIRE,
         transport,
         username: None,
         export_name: lossy(&inner.negotiation.export_name),
@@ -190,6 +199,7 @@ unsafe fn connect_uri(
             Permitted::CREATED.check(inner.state())?;
             let uri = ptr::required(uri, "uri")?;
             let parsed = crate::uri::prepare_connect(&inner.uri_policy, uri)?;
+            inner.tls.apply_uri(&parsed)?;
             let target = match &parsed.transport {
                 Transport::Tcp { host, port } => Target::Tcp {
                     host: host.clone(),

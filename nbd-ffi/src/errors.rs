@@ -62,8 +62,6 @@ pub(crate) enum Error {
     Invalid(String),
     /// A URI feature the handle's settings forbid (`nbd_set_uri_allow_*`).
     NotPermitted(String),
-    /// A feature this build does not have (TLS).
-    NotSupported(&'static str),
     /// A system call failed.
     Os {
         /// What failed ("getlogin_r").
@@ -99,7 +97,6 @@ impl Error {
             | Error::Invalid(_) => libc::EINVAL,
             Error::NameTooLong { .. } => libc::ENAMETOOLONG,
             Error::NotPermitted(_) => libc::EPERM,
-            Error::NotSupported(_) => libc::ENOTSUP,
             Error::Os { errno, .. } | Error::Engine { errno, .. } => *errno,
             Error::Panic => libc::EIO,
             Error::Poisoned => libc::ENOTRECOVERABLE,
@@ -131,7 +128,6 @@ impl fmt::Display for Error {
                 write!(f, "{what} index {index} is out of range (there are {len})")
             }
             Error::Invalid(text) | Error::NotPermitted(text) => f.write_str(text),
-            Error::NotSupported(what) => write!(f, "this build of the library has no {what}"),
             Error::Os { context, .. } => f.write_str(context),
             Error::Engine { message, .. } => f.write_str(message),
             Error::Panic => f.write_str("internal error: panic"),
@@ -285,16 +281,13 @@ mod tests {
 
     #[test]
     fn last_error_round_trip() {
-        record("nbd_y", &Error::NotSupported("TLS support"));
+        record("nbd_y", &Error::NotPermitted("no nbds here".into()));
         // SAFETY: both functions only read this thread's last error.
         let (errno, msg) = unsafe { (nbd_get_errno(), nbd_get_error()) };
-        assert_eq!(errno, libc::ENOTSUP);
+        assert_eq!(errno, libc::EPERM);
         // SAFETY: nbd_get_error returned a string owned by this thread's slot,
         // valid until the next error is recorded.
         let msg = unsafe { std::ffi::CStr::from_ptr(msg) };
-        assert!(msg
-            .to_str()
-            .unwrap()
-            .starts_with("nbd_y: this build of the library has no TLS support"));
+        assert!(msg.to_str().unwrap().starts_with("nbd_y: no nbds here"));
     }
 }

@@ -220,7 +220,7 @@ mod tests {
     #[test]
     fn error_becomes_failure_value() {
         let r = boundary("nbd_test_err", || {
-            Err::<i64, _>(Error::NotSupported("TLS support"))
+            Err::<i64, _>(Error::NotPermitted("not here".into()))
         });
         assert_eq!(r, -1);
         let r: c_int = boundary("nbd_test_ok", || Ok(true));

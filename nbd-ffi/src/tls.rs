@@ -1,8 +1,8 @@
-//! TLS settings. This build has no TLS implementation: `nbd_supports_tls`
-//! returns 0 and asking for TLS (`LIBNBD_TLS_ALLOW` or `_REQUIRE`) fails
-//! with `ENOTSUP`, as libnbd built without TLS support does. The other
-//! settings (certificates, peer verification, username, PSK file) are
-//! stored and reported back, which libnbd allows whether or not it has TLS.
+//! TLS settings: `nbd_set_tls` (`LIBNBD_TLS_DISABLE`, `_ALLOW`,
+//! `_REQUIRE`), certificates, peer verification, PSK username and key file.
+//! They are taken when the handle connects ([`TlsSettings::options`]); the
+//! engine's TLS layer (`engine::tls`, OpenSSL) uses them once the server
+//! accepts `NBD_OPT_STARTTLS`.
 
 use crate::constants::{LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE};
 use crate::debug::quote_opt;
@@ -15,7 +15,7 @@ use std::ffi::{c_char, c_int, CStr, CString};
 /// The TLS settings of one handle.
 #[derive(Debug)]
 pub(crate) struct TlsSettings {
-    /// One of `LIBNBD_TLS_*` (always `DISABLE` in this build).
+    /// One of `LIBNBD_TLS_*`.
     pub(crate) mode: c_int,
     /// Directory holding certificates, if set.
     pub(crate) certificates: Option<CString>,
@@ -37,6 +37,59 @@ impl Default for TlsSettings {
             username: None,
             psk_file: None,
         }
+    }
+}
+
+impl TlsSettings {
+    /// What an NBD URI says about TLS: `nbds` schemes require it, and the
+    /// query parameters (and a URI's user name) set the credentials.
+    pub(crate) fn apply_uri(&mut self, uri: &crate::uri::NbdUri) -> Result<(), Error> {
+        let c = |s: &str, what: &str| {
+            CString::new(s).map_err(|_| Error::Invalid(format!("URI {what} contains NUL")))
+        };
+        if uri.tls {
+            self.mode = LIBNBD_TLS_REQUIRE;
+        }
+        if let Some(dir) = &uri.tls_certificates {
+            self.certificates = Some(c(dir, "tls-certificates")?);
+        }
+        if let Some(file) = &uri.tls_psk_file {
+            self.psk_file = Some(c(file, "tls-psk-file")?);
+        }
+        if let Some(user) = uri.tls_username.as_ref().or(uri.username.as_ref()) {
+            self.username = Some(c(user, "tls-username")?);
+        }
+        if let Some(verify) = uri.tls_verify_peer {
+            self.verify_peer = verify;
+        }
+        Ok(())
+    }
+
+    /// What the engine needs to run TLS, or `None` with TLS disabled.
+    /// `hostname` is the server's name when the caller gave one (TCP).
+    pub(crate) fn options(
+        &self,
+        hostname: Option<String>,
+    ) -> Result<Option<crate::engine::tls::TlsOptions>, Error> {
+        use std::os::unix::ffi::OsStrExt;
+        if self.mode == LIBNBD_TLS_DISABLE {
+            return Ok(None);
+        }
+        let path =
+            |s: &CString| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(s.to_bytes()));
+        // The username only matters with a PSK file.
+        let username = match (&self.username, &self.psk_file) {
+            (Some(u), _) => u.clone(),
+            (None, Some(_)) => login_name()?,
+            (None, None) => CString::default(),
+        };
+        Ok(Some(crate::engine::tls::TlsOptions {
+            certificates: self.certificates.as_ref().map(path),
+            verify_peer: self.verify_peer,
+            username: username.to_string_lossy().into_owned(),
+            psk_file: self.psk_file.as_ref().map(path),
+            hostname,
+        }))
     }
 }
 
@@ -69,6 +122,12 @@ fn login_name() -> Result<CString, Error> {
     // NUL-terminated name of at most that size or returns an error number.
     let rc = unsafe { getlogin_r(buf.as_mut_ptr().cast::<c_char>(), buf.len()) };
     if rc != 0 {
+        // No controlling terminal (daemons, CI): the user's name will do.
+        if let Some(user) = std::env::var_os("USER").filter(|v| !v.is_empty()) {
+            use std::os::unix::ffi::OsStringExt;
+            return CString::new(user.into_vec())
+                .map_err(|_| Error::Invalid("USER contains a NUL byte".to_string()));
+        }
         return Err(Error::Os {
             context: "getlogin_r",
             errno: rc,
@@ -81,8 +140,8 @@ fn login_name() -> Result<CString, Error> {
     Ok(name.to_owned())
 }
 
-/// Chooses whether to use TLS (`LIBNBD_TLS_*`). This build only accepts
-/// `LIBNBD_TLS_DISABLE`; the other modes fail with `ENOTSUP`.
+/// Chooses whether to use TLS: `LIBNBD_TLS_DISABLE`, `_ALLOW` (if the
+/// server offers it) or `_REQUIRE` (fail rather than go on in clear).
 ///
 /// # Safety
 ///
@@ -98,9 +157,6 @@ pub unsafe extern "C" fn nbd_set_tls(h: *mut Handle, tls: c_int) -> c_int {
             |inner| {
                 Permitted::CREATED.check(inner.state())?;
                 check_tls_mode("tls", tls)?;
-                if tls != LIBNBD_TLS_DISABLE {
-                    return Err(Error::NotSupported("TLS support"));
-                }
                 inner.tls.mode = tls;
                 Ok(0)
             },
@@ -270,7 +326,7 @@ pub unsafe extern "C" fn nbd_set_tls_psk_file(h: *mut Handle, filename: *const c
     })
 }
 
-/// Returns 1 if this build supports TLS; it does not, so 0.
+/// Returns 1: this library supports TLS (OpenSSL).
 ///
 /// # Safety
 ///
@@ -280,6 +336,6 @@ pub unsafe extern "C" fn nbd_supports_tls(h: *mut Handle) -> c_int {
     ffi_boundary!("nbd_supports_tls", |fname| {
         // SAFETY: h is NULL or open (see # Safety).
         let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |_| Ok(false))
+        h.call(fname, String::new, |_| Ok(true))
     })
 }

@@ -82,7 +82,7 @@ impl UriPolicy {
 }
 
 /// Parses `uri` and applies the handle's policy: what `nbd_connect_uri` does
-/// before connecting. URIs that need TLS fail with `ENOTSUP` in this build.
+/// before connecting.
 pub(crate) fn prepare_connect(policy: &UriPolicy, uri: &CStr) -> Result<NbdUri, Error> {
     let text = uri
         .to_str()
@@ -90,9 +90,6 @@ pub(crate) fn prepare_connect(policy: &UriPolicy, uri: &CStr) -> Result<NbdUri, 
     let parsed =
         NbdUri::parse(text).map_err(|e| Error::Invalid(format!("invalid NBD URI: {e}")))?;
     policy.check(&parsed)?;
-    if parsed.tls {
-        return Err(Error::NotSupported("TLS support (needed by nbds URIs)"));
-    }
     Ok(parsed)
 }
 
@@ -218,7 +215,7 @@ mod tests {
     fn policy() {
         let mut p = UriPolicy::default();
         assert!(prep(&p, "nbd://h/").is_ok());
-        assert_eq!(prep(&p, "nbds://h/").unwrap_err().errno(), libc::ENOTSUP);
+        assert!(prep(&p, "nbds://h/").unwrap().tls);
         assert_eq!(
             prep(&p, "nbd://h/?tls-psk-file=/x").unwrap_err().errno(),
             libc::EPERM
@@ -229,6 +226,7 @@ mod tests {
         p.transports = LIBNBD_ALLOW_TRANSPORT_MASK;
         p.tls = LIBNBD_TLS_REQUIRE;
         assert_eq!(prep(&p, "nbd://h/").unwrap_err().errno(), libc::EPERM);
+        assert!(prep(&p, "nbds+unix:///?socket=/s").is_ok());
         p.tls = LIBNBD_TLS_DISABLE;
         assert_eq!(prep(&p, "nbds://h/").unwrap_err().errno(), libc::EPERM);
         p.local_file = true;

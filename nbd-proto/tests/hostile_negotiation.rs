@@ -627,6 +627,100 @@ fn tls_required_and_starttls_ack_with_extra_bytes_stops_at_the_tls_boundary() {
     assert_dead(&c, &h, errno::EIO);
 }
 
+#[test]
+fn tls_required_and_starttls_answered_with_anything_but_ack_dies_without_sending() {
+    let cases: [(&str, Vec<u8>); 5] = [
+        (
+            "ack with payload",
+            raw_opt_reply(opt::STARTTLS, rep::ACK, &[0; 4]),
+        ),
+        (
+            "rep_server",
+            raw_opt_reply(opt::STARTTLS, rep::SERVER, &[0, 0, 0, 0]),
+        ),
+        ("rep_info", raw_opt_reply(opt::STARTTLS, rep::INFO, &[0, 0])),
+        ("ack for another option", ack(opt::GO)),
+        ("unknown reply type", raw_opt_reply(opt::STARTTLS, 77, &[])),
+    ];
+    for (what, reply) in cases {
+        let (mut c, mut h) = fresh(tls_required());
+        h.feed(&mut c, &greeting(FIXED));
+        drain(&mut c);
+        h.feed(&mut c, &reply);
+        assert_dead(&c, &h, errno::ENOTSUP);
+        assert!(
+            matches!(dead_reason(&h), Some(ProtocolError::TlsRequired(_))),
+            "{what}: {:?}",
+            dead_reason(&h)
+        );
+        assert!(drain(&mut c).is_empty(), "{what}: sent something in clear");
+    }
+}
+
+#[test]
+fn tls_allowed_and_starttls_answered_with_nonsense_dies_as_a_protocol_error() {
+    let (mut c, mut h) = fresh(Config {
+        tls: TlsMode::Allow,
+        ..config(Mode::Structured)
+    });
+    h.feed(&mut c, &greeting(FIXED));
+    drain(&mut c);
+    h.feed(
+        &mut c,
+        &raw_opt_reply(opt::STARTTLS, rep::SERVER, &[0, 0, 0, 0]),
+    );
+    assert_dead(&c, &h, errno::EPROTO);
+    assert!(drain(&mut c).is_empty());
+}
+
+#[test]
+fn starttls_in_opt_mode_forgets_what_was_negotiated_in_clear() {
+    // Structured replies and a metadata context agreed in clear, then
+    // STARTTLS: after the handshake nothing of that may be trusted.
+    let (mut c, mut h) = fresh(opt_mode(Mode::Structured));
+    h.feed(&mut c, &greeting(FIXED));
+    let out = drain(&mut c);
+    let first = parse_options(&out[4..]);
+    for (option, _) in &first {
+        h.feed(&mut c, &ack(*option));
+    }
+    assert!(c.structured_replies());
+    c.opt_starttls().expect("STARTTLS can be asked for");
+    let out = drain(&mut c);
+    assert_eq!(parse_options(&out), [(opt::STARTTLS, Vec::new())]);
+    h.feed(&mut c, &ack(opt::STARTTLS));
+    assert!(h.events.contains(&Event::StartTls));
+    c.tls_established();
+    h.feed(&mut c, &[]);
+    assert!(c.tls_negotiated());
+    assert!(
+        !c.structured_replies(),
+        "structured replies survived STARTTLS"
+    );
+    assert!(!c.extended_headers(), "extended headers survived STARTTLS");
+    assert!(c.meta_contexts().is_empty());
+    assert_eq!(c.state(), State::Negotiating);
+    assert!(c.opt_starttls().is_err(), "TLS twice");
+}
+
+#[test]
+fn starttls_then_tls_established_renegotiates_everything() {
+    let (mut c, mut h) = fresh(tls_required());
+    h.feed(&mut c, &greeting(FIXED));
+    let out = drain(&mut c);
+    assert_eq!(parse_options(&out[4..]), [(opt::STARTTLS, Vec::new())]);
+    h.feed(&mut c, &ack(opt::STARTTLS));
+    assert!(drain(&mut c).is_empty(), "nothing in clear after the ACK");
+    c.tls_established();
+    // The whole plan runs again, now over TLS.
+    let opts: Vec<u32> = parse_options(&drain(&mut c))
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    assert_eq!(opts, [opt::STRUCTURED_REPLY], "{opts:?}");
+    assert!(c.tls_negotiated());
+}
+
 // ----- ERR_SHUTDOWN -----
 
 #[test]

@@ -7,6 +7,7 @@
 //! [`CommandHooks`] and [`OptHooks`] objects, whose `Drop` is where a C
 //! callback's `.free` runs.
 
+pub(crate) mod tls;
 pub(crate) mod transport;
 
 use nbd_proto::client::{
@@ -181,6 +182,10 @@ pub(crate) struct Engine {
     user_opt: Option<UserOpt>,
     opt_result: Option<OptResult>,
     dead: Option<EngineError>,
+    /// TLS settings, when the handle may use TLS.
+    tls_options: Option<tls::TlsOptions>,
+    /// The TLS session, from the server's STARTTLS acknowledgement on.
+    tls: Option<tls::TlsSession>,
     /// The handle is being closed: callbacks are released, not called
     /// (libnbd: the status of unretired commands is lost on close).
     closing: bool,
@@ -207,6 +212,8 @@ impl Engine {
             user_opt: None,
             opt_result: None,
             dead: None,
+            tls_options: None,
+            tls: None,
             closing: false,
         }
     }
@@ -249,14 +256,39 @@ impl Engine {
         if self.dead.is_some() {
             return 0;
         }
+        let Some(t) = &self.tls else {
+            let mut d = 0;
+            if c.wants_read() {
+                d |= DIRECTION_READ;
+            }
+            if c.wants_write() {
+                d |= DIRECTION_WRITE;
+            }
+            return d;
+        };
+        if t.handshaking() {
+            return t.handshake_waits();
+        }
+        // TLS may need the other direction to finish a read or a write.
         let mut d = 0;
         if c.wants_read() {
-            d |= DIRECTION_READ;
+            d |= match t.read_waits() {
+                0 => DIRECTION_READ,
+                w => w,
+            };
         }
         if c.wants_write() {
-            d |= DIRECTION_WRITE;
+            d |= match t.write_waits() {
+                0 => DIRECTION_WRITE,
+                w => w,
+            };
         }
         d
+    }
+
+    /// Sets what TLS, if the server agrees to start it, will use.
+    pub(crate) fn set_tls_options(&mut self, opts: Option<tls::TlsOptions>) {
+        self.tls_options = opts;
     }
 
     // ----- connecting -----
@@ -438,8 +470,9 @@ impl Engine {
     /// `LIBNBD_SHUTDOWN_ABANDON_PENDING`: fails the commands whose request has
     /// not started going out, without sending them.
     pub(crate) fn abandon_unsent(&mut self) {
+        let committed = self.tls.as_ref().map_or(0, |t| t.committed());
         if let Some(c) = self.client.as_mut() {
-            c.abandon_unsent();
+            c.abandon_unsent_after(committed);
         }
         self.process_events();
     }
@@ -504,6 +537,13 @@ impl Engine {
         // up, stop and let the caller poll (one system call less per batch).
         let mut drained = false;
         loop {
+            if self.tls.as_ref().is_some_and(|t| t.handshaking()) {
+                if !self.drive_handshake() {
+                    break;
+                }
+                drained = false;
+                continue;
+            }
             let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
                 return;
             };
@@ -549,9 +589,10 @@ impl Engine {
                         break;
                     } else {
                         // SAFETY: off + len is inside the caller's buffer (checked above).
-                        match unsafe { recv(fd, dst, len) } {
+                        match unsafe { recv(&mut self.tls, fd, dst, len) } {
                             Recv::Data(n) => {
-                                drained = n < len;
+                                // (TLS reads until OpenSSL says it needs more.)
+                                drained = n < len && self.tls.is_none();
                                 client.handle_payload(n);
                             }
                             Recv::Eof => client.handle_eof(),
@@ -579,12 +620,12 @@ impl Engine {
                         self.rbuf.reserve(RBUF);
                         // SAFETY: rbuf has capacity for RBUF bytes; recv writes
                         // at most that many.
-                        match unsafe { recv(fd, self.rbuf.as_mut_ptr(), RBUF) } {
+                        match unsafe { recv(&mut self.tls, fd, self.rbuf.as_mut_ptr(), RBUF) } {
                             Recv::Data(n) => {
                                 // SAFETY: recv initialised the first n bytes.
                                 unsafe { self.rbuf.set_len(n) };
                                 self.rend = n;
-                                drained = n < RBUF;
+                                drained = n < RBUF && self.tls.is_none();
                             }
                             Recv::Eof => client.handle_eof(),
                             Recv::Again => break,
@@ -599,9 +640,63 @@ impl Engine {
         if self.rstart == self.rend && self.cmds.is_empty() {
             self.rbuf = Vec::new();
         }
-        // Answer at once (next option, client flags) rather than after a poll.
+        // Answer at once (next option, client flags) rather than after a
+        // poll; and a TLS write that waited for input may go on now.
         if self.client.as_ref().is_some_and(|c| c.wants_write()) {
             self.notify_write();
+        }
+    }
+
+    /// Runs the TLS handshake as far as the socket allows; returns whether
+    /// it finished (successfully or not). On success the client goes on
+    /// negotiating over TLS.
+    fn drive_handshake(&mut self) -> bool {
+        let Some(t) = self.tls.as_mut() else {
+            return true;
+        };
+        let result = t.handshake();
+        let Some(c) = self.client.as_mut() else {
+            return true;
+        };
+        let finished = match result {
+            Ok(false) => false,
+            Ok(true) => {
+                c.tls_established();
+                true
+            }
+            Err(why) => {
+                self.tls = None;
+                c.tls_failed(why);
+                true
+            }
+        };
+        self.process_events();
+        finished
+    }
+
+    /// The server acknowledged `NBD_OPT_STARTTLS`: start the handshake.
+    fn start_tls(&mut self) {
+        let fd = self.fd.as_ref().map(|f| f.as_raw_fd());
+        let Some(c) = self.client.as_mut() else {
+            return;
+        };
+        let (Some(fd), Some(opts)) = (fd, self.tls_options.as_ref()) else {
+            c.tls_failed("TLS was not requested on this handle");
+            return;
+        };
+        if self.rstart < self.rend {
+            // Bytes the server sent in clear after its acknowledgement would
+            // otherwise be taken as part of the TLS session (an injection).
+            c.tls_failed("the server sent data in clear after accepting STARTTLS");
+            return;
+        }
+        match tls::TlsSession::new(opts, fd) {
+            Ok(t) => {
+                self.tls = Some(t);
+                // The client speaks first: send the hello now.
+                self.drive_handshake();
+            }
+            Err(why) => c.tls_failed(why),
         }
     }
 
@@ -616,7 +711,21 @@ impl Engine {
         let Some(fd) = self.fd.as_ref().map(|f| f.as_raw_fd()) else {
             return;
         };
+        if self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.read_waits() == DIRECTION_WRITE)
+        {
+            // A TLS read was waiting for the socket to take output.
+            self.notify_read();
+        }
         loop {
+            if self.tls.as_ref().is_some_and(|t| t.handshaking()) {
+                if !self.drive_handshake() {
+                    break;
+                }
+                continue;
+            }
             let Some(client) = self.client.as_mut() else {
                 return;
             };
@@ -660,6 +769,24 @@ impl Engine {
                 client.handle_io_error("internal error: write payload missing");
                 break;
             }
+            if let Some(t) = self.tls.as_mut() {
+                let mut slices: [&[u8]; 64] = [&[]; 64];
+                for (slot, v) in slices.iter_mut().zip(&iov[..n]) {
+                    // SAFETY: each iovec describes readable memory (our
+                    // queue or a caller's write buffer) that outlives this call.
+                    *slot =
+                        unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) };
+                }
+                match t.send(&slices[..n]) {
+                    Ok(Some(k)) => client.advance_transmit(k),
+                    Ok(None) => break,
+                    Err(e) => {
+                        client.handle_io_error(format!("send: {e}"));
+                        break;
+                    }
+                }
+                continue;
+            }
             // SAFETY: msghdr is plain data; zero is valid before filling it.
             let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
             msg.msg_iov = iov.as_mut_ptr();
@@ -680,6 +807,16 @@ impl Engine {
             client.advance_transmit(r as usize);
         }
         self.process_events();
+        // After NBD_CMD_DISC (or NBD_OPT_ABORT) went out, end TLS cleanly.
+        if self
+            .client
+            .as_ref()
+            .is_some_and(|c| c.state() == State::Closed)
+        {
+            if let Some(t) = self.tls.as_mut() {
+                t.close_notify();
+            }
+        }
     }
 
     /// Waits up to `timeout_ms` (-1: forever) for the socket, then does the
@@ -694,6 +831,11 @@ impl Engine {
         let dir = self.direction();
         if dir == 0 {
             return Err(EngineError::new(libc::EINVAL, "nothing to wait for"));
+        }
+        if dir & DIRECTION_READ != 0 && self.tls.as_ref().is_some_and(|t| t.pending() > 0) {
+            // Decrypted bytes are waiting in OpenSSL: the socket would not say so.
+            self.notify_read();
+            return Ok(true);
         }
         let mut events = 0;
         if dir & DIRECTION_READ != 0 {
@@ -935,11 +1077,7 @@ impl Engine {
                 }
                 self.finish_user_opt(libc::ENOTCONN, "the connection died");
             }
-            Event::StartTls => {
-                if let Some(c) = self.client.as_mut() {
-                    c.tls_failed("this build of the library has no TLS support");
-                }
-            }
+            Event::StartTls => self.start_tls(),
             Event::Negotiating | Event::Info(_) | Event::Ready => {}
         }
     }
@@ -990,6 +1128,11 @@ impl Engine {
     /// held is released (`.free`) without being called.
     fn close(&mut self) {
         self.closing = true;
+        if self.dead.is_none() {
+            if let Some(t) = self.tls.as_mut() {
+                t.close_notify();
+            }
+        }
         if let Some(c) = self.client.as_mut() {
             c.abandon();
         }
@@ -1022,7 +1165,7 @@ impl Drop for Engine {
 }
 
 /// What one `recv` produced.
-enum Recv {
+pub(crate) enum Recv {
     /// This many bytes arrived.
     Data(usize),
     /// The server closed its side.
@@ -1033,12 +1176,17 @@ enum Recv {
     Failed(io::Error),
 }
 
-/// One non-blocking `recv` into `dst`, retried on `EINTR`.
+/// One non-blocking read into `dst`: through TLS when a session runs,
+/// else a `recv`, retried on `EINTR`.
 ///
 /// # Safety
 ///
 /// `dst` must be writable for `len` bytes.
-unsafe fn recv(fd: RawFd, dst: *mut u8, len: usize) -> Recv {
+unsafe fn recv(tls: &mut Option<tls::TlsSession>, fd: RawFd, dst: *mut u8, len: usize) -> Recv {
+    if let Some(t) = tls.as_mut() {
+        // SAFETY: forwarded from this function's contract.
+        return unsafe { t.recv(dst, len) };
+    }
     loop {
         // SAFETY: the caller guarantees dst is writable for len bytes.
         let r = unsafe { libc::recv(fd, dst.cast::<libc::c_void>(), len, 0) };

@@ -218,9 +218,10 @@ oversize_and_bad_values (struct nbd_handle *h)
 
   EXPECT_ERR (nbd_set_tls (h, 3), -1, EINVAL);
   EXPECT_ERR (nbd_set_tls (h, -1), -1, EINVAL);
-  /* No TLS in this build. */
-  EXPECT_ERR (nbd_set_tls (h, LIBNBD_TLS_ALLOW), -1, ENOTSUP);
-  EXPECT_ERR (nbd_set_tls (h, LIBNBD_TLS_REQUIRE), -1, ENOTSUP);
+  CHECK (nbd_set_tls (h, LIBNBD_TLS_ALLOW) == 0);
+  CHECK (nbd_get_tls (h) == LIBNBD_TLS_ALLOW);
+  CHECK (nbd_set_tls (h, LIBNBD_TLS_REQUIRE) == 0);
+  CHECK (nbd_get_tls (h) == LIBNBD_TLS_REQUIRE);
   CHECK (nbd_set_tls (h, LIBNBD_TLS_DISABLE) == 0);
   CHECK (nbd_get_tls (h) == LIBNBD_TLS_DISABLE);
   EXPECT_ERR (nbd_set_handshake_flags (h, LIBNBD_HANDSHAKE_FLAG_MASK + 1), -1, EINVAL);
@@ -263,7 +264,7 @@ defaults (const char *version)
   CHECK (nbd_get_opt_mode (a) == 0);
   CHECK (nbd_get_tls (a) == LIBNBD_TLS_DISABLE);
   CHECK (nbd_get_tls_verify_peer (a) == 1);
-  CHECK (nbd_supports_tls (a) == 0);
+  CHECK (nbd_supports_tls (a) == 1);
   CHECK (nbd_supports_uri (a) == 1);
   CHECK (nbd_get_nr_meta_contexts (a) == 0);
   CHECK (nbd_get_private_data (a) == 0);
@@ -363,7 +364,11 @@ uris (void)
   EXPECT_ERR (nbd_connect_uri (h, "http://example.com/"), -1, EINVAL);
   EXPECT_ERR (nbd_connect_uri (h, "nbd+unix:///disk"), -1, EINVAL);
   EXPECT_ERR (nbd_connect_uri (h, "nbd://h/?tls-psk-file=/k"), -1, EPERM);
-  EXPECT_ERR (nbd_connect_uri (h, "nbds://h/"), -1, ENOTSUP);
+  CHECK (nbd_set_uri_allow_tls (h, LIBNBD_TLS_DISABLE) == 0);
+  EXPECT_ERR (nbd_connect_uri (h, "nbds://h/"), -1, EPERM);
+  CHECK (nbd_set_uri_allow_tls (h, LIBNBD_TLS_REQUIRE) == 0);
+  EXPECT_ERR (nbd_connect_uri (h, "nbd://h/"), -1, EPERM);
+  CHECK (nbd_set_uri_allow_tls (h, LIBNBD_TLS_ALLOW) == 0);
   CHECK (nbd_set_uri_allow_transports (h, LIBNBD_ALLOW_TRANSPORT_UNIX) == 0);
   EXPECT_ERR (nbd_connect_uri (h, "nbd://localhost/"), -1, EPERM);
   CHECK (nbd_aio_is_created (h) == 1);

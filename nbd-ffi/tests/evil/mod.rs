@@ -29,6 +29,7 @@ use nbd_proto::server::{Phase, ServerCodec, ServerEvent};
 use nbd_proto::wire::option::{Info, MetaContext, OptionReply, OptionRequest, ServerEntry};
 use nbd_proto::wire::reply::{BlockStatus, ChunkHeader, ErrorChunk, Extent};
 use nbd_proto::wire::request::RequestHeader;
+use openssl::ssl::{ErrorCode, ShutdownState, Ssl, SslContextBuilder, SslMethod, SslStream};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
@@ -133,11 +134,66 @@ impl Req {
     }
 }
 
+/// The server's end of the connection: in clear, then perhaps TLS.
+enum Sock {
+    Plain(UnixStream),
+    Tls(Box<SslStream<UnixStream>>),
+    /// Between the two, or after a failed TLS handshake.
+    Gone,
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Sock::Plain(s) => s.read(buf),
+            Sock::Tls(s) => match s.ssl_read(buf) {
+                Ok(n) => Ok(n),
+                Err(e) if e.code() == ErrorCode::ZERO_RETURN => Ok(0),
+                Err(e) => match e.into_io_error() {
+                    Ok(io) => Err(io),
+                    // A TLS-level failure ends the session for the script.
+                    Err(_) => Ok(0),
+                },
+            },
+            Sock::Gone => Ok(0),
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sock::Plain(s) => s.write(buf),
+            Sock::Tls(s) => s.write(buf),
+            Sock::Gone => Err(ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sock {
+    fn shutdown_write(&mut self) {
+        match self {
+            Sock::Plain(s) => {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+            Sock::Tls(s) => {
+                let _ = s.shutdown();
+                let _ = s.get_ref().shutdown(Shutdown::Write);
+            }
+            Sock::Gone => {}
+        }
+    }
+}
+
 /// The server side of one connection, owned by the script's thread.
 pub(crate) struct Evil {
     codec: ServerCodec,
     greeting: Vec<u8>,
-    sock: UnixStream,
+    sock: Sock,
     pending: Vec<u8>,
     hung_up: bool,
     /// What a well-behaved answer describes.
@@ -155,10 +211,69 @@ impl Evil {
         Evil {
             codec,
             greeting,
-            sock,
+            sock: Sock::Plain(sock),
             pending: Vec::new(),
             hung_up: false,
             ex,
+        }
+    }
+
+    /// Runs the server side of a TLS handshake authenticated by the
+    /// pre-shared key `key` of `identity` (after the script acknowledged
+    /// `NBD_OPT_STARTTLS`); from then on the conversation is encrypted.
+    /// Returns the handshake's error, if it failed.
+    pub(crate) fn start_tls_psk(&mut self, identity: &str, key: &[u8]) -> Result<(), String> {
+        assert!(
+            self.pending.is_empty(),
+            "the client sent data in clear after STARTTLS"
+        );
+        let Sock::Plain(plain) = std::mem::replace(&mut self.sock, Sock::Gone) else {
+            panic!("TLS is already running");
+        };
+        let mut b = SslContextBuilder::new(SslMethod::tls_server()).expect("TLS context");
+        let (identity, key) = (identity.as_bytes().to_vec(), key.to_vec());
+        b.set_psk_server_callback(move |_ssl, id, psk| match id {
+            Some(id) if id == identity.as_slice() && key.len() <= psk.len() => {
+                psk[..key.len()].copy_from_slice(&key);
+                Ok(key.len())
+            }
+            _ => Ok(0),
+        });
+        b.set_cipher_list("PSK").expect("PSK cipher suites");
+        let ctx = b.build();
+        let ssl = Ssl::new(&ctx).expect("TLS session");
+        match ssl.accept(plain) {
+            Ok(stream) => {
+                self.sock = Sock::Tls(Box::new(stream));
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Reads until the client's end closes, then says whether it closed
+    /// its TLS session with close_notify.
+    pub(crate) fn tls_closed_cleanly(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        while matches!(self.sock.read(&mut buf), Ok(n) if n > 0) {}
+        match &mut self.sock {
+            Sock::Tls(s) => s.get_shutdown().contains(ShutdownState::RECEIVED),
+            _ => false,
+        }
+    }
+
+    /// Everything the client sends until it closes, raw (not decoded).
+    pub(crate) fn read_to_end(&mut self) -> Vec<u8> {
+        let mut all = std::mem::take(&mut self.pending);
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.sock.read(&mut buf) {
+                Ok(0) => return all,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return all,
+                Err(e) => panic!("server read: {e} (the client did not close)"),
+            }
         }
     }
 
@@ -490,7 +605,7 @@ impl Evil {
         }
         self.hung_up = true;
         self.send();
-        let _ = self.sock.shutdown(Shutdown::Write);
+        self.sock.shutdown_write();
         let mut buf = [0u8; 64 * 1024];
         loop {
             match self.sock.read(&mut buf) {
@@ -549,6 +664,20 @@ impl Conn {
         setup: impl FnOnce(*mut Handle),
         script: impl FnOnce(&mut Evil) + Send + 'static,
     ) -> Conn {
+        Conn::start_with(ex, setup, script, |h, fd| {
+            // SAFETY: h is open; the handle takes ownership of fd.
+            unsafe { nbd_ffi::connect::nbd_connect_socket(h, fd) }
+        })
+    }
+
+    /// Like [`Conn::start`], connecting with `connect(handle, fd)` (which
+    /// must give the handle the descriptor) instead of `nbd_connect_socket`.
+    pub(crate) fn start_with(
+        ex: Export,
+        setup: impl FnOnce(*mut Handle),
+        script: impl FnOnce(&mut Evil) + Send + 'static,
+        connect: impl FnOnce(*mut Handle, c_int) -> c_int,
+    ) -> Conn {
         // SAFETY: nbd_create has no preconditions.
         let h = unsafe { nbd_ffi::handle::nbd_create() };
         assert!(!h.is_null());
@@ -558,9 +687,7 @@ impl Conn {
             let mut evil = Evil::new(theirs, ex);
             script(&mut evil);
         });
-        let fd = ours.into_raw_fd();
-        // SAFETY: h is open; the handle takes ownership of fd.
-        let rc = unsafe { nbd_ffi::connect::nbd_connect_socket(h, fd) };
+        let rc = connect(h, ours.into_raw_fd());
         let connect_errno = if rc == -1 { errno() } else { 0 };
         Conn {
             h,

@@ -268,6 +268,17 @@ impl Client {
             .map_err(|_| ProtocolError::Unexpected("option reply length"))?;
         let h = OptionReplyHeader::decode(arr)?;
         let want = self.current.as_ref().map_or(0, |p| p.option);
+        if want == opt::STARTTLS && self.config.tls == TlsMode::Require {
+            // No downgrade: anything but a plain acknowledgement or an error
+            // reply to this very option means there will be no TLS.
+            let ack = h.reply_type == rep::ACK && h.length == 0;
+            if h.option != want || !(ack || h.is_error()) {
+                return Err(ProtocolError::TlsRequired(
+                    "the server answered NBD_OPT_STARTTLS with neither an \
+                     acknowledgement nor an error",
+                ));
+            }
+        }
         if h.option != want {
             return Err(ProtocolError::WrongOption {
                 want,

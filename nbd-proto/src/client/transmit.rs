@@ -146,7 +146,15 @@ impl Client {
     /// output queue and it completes with `ENOTCONN`. Requests partly sent
     /// stay, or the stream would be corrupt. Returns how many were withdrawn.
     pub fn abandon_unsent(&mut self) -> usize {
-        let sent = self.tx.sent_position();
+        self.abandon_unsent_after(0)
+    }
+
+    /// [`Client::abandon_unsent`] for a driver whose transport already took
+    /// the next `committed` bytes of [`Client::transmit_segments`] without
+    /// reporting them sent (a TLS write that must be retried): requests that
+    /// start inside those bytes count as started and stay.
+    pub fn abandon_unsent_after(&mut self, committed: usize) -> usize {
+        let sent = self.tx.sent_position() + committed as u64;
         let unsent: Vec<u64> = self
             .cmds
             .iter()

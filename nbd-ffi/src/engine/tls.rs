@@ -1,0 +1,490 @@
+//! TLS on the connection's socket, with OpenSSL (the `openssl` crate over
+//! the system's libssl): X.509 certificates or pre-shared keys.
+//!
+//! The protocol core decides *when* TLS starts (`Event::StartTls`, after the
+//! server acknowledged `NBD_OPT_STARTTLS`); this module builds the OpenSSL
+//! context from the handle's settings ([`TlsOptions`]), runs the handshake
+//! without blocking, and then carries the engine's reads and writes. Every
+//! operation that cannot go on records which way the socket must become
+//! ready ([`TlsSession::read_waits`], [`TlsSession::write_waits`]), so
+//! `nbd_aio_get_direction` tells a `poll(2)` loop what TLS waits for.
+
+use super::{Recv, DIRECTION_READ, DIRECTION_WRITE};
+use openssl::error::ErrorStack;
+use openssl::ssl::{
+    ErrorCode, ShutdownState, Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode,
+    SslOptions, SslStream, SslVerifyMode, SslVersion,
+};
+use openssl::x509::store::X509Lookup;
+use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::X509VerifyResult;
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+
+/// What the handle's settings say about TLS, taken when connecting.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsOptions {
+    /// Directory with `ca-cert.pem`, `client-cert.pem`, `client-key.pem` and
+    /// `ca-crl.pem` (each optional), from `nbd_set_tls_certificates`.
+    pub(crate) certificates: Option<PathBuf>,
+    /// Check the server's certificate (and its name, when known).
+    pub(crate) verify_peer: bool,
+    /// The PSK identity.
+    pub(crate) username: String,
+    /// `username:hexkey` lines, from `nbd_set_tls_psk_file`: PSK instead of
+    /// certificates when set.
+    pub(crate) psk_file: Option<PathBuf>,
+    /// The server's name as the caller gave it (TCP connections), checked
+    /// against its certificate and sent as SNI.
+    pub(crate) hostname: Option<String>,
+}
+
+/// The largest TLS record's plaintext: small segments are gathered up to
+/// this size so that each record carries as much as one can.
+const RECORD: usize = 16 * 1024;
+
+/// A pre-shared key is at most this long (OpenSSL's limit).
+const MAX_PSK: usize = 512;
+
+/// One TLS session over the engine's socket.
+pub(crate) struct TlsSession {
+    stream: SslStream<FdIo>,
+    handshaking: bool,
+    /// Whether a PSK (not a certificate) must authenticate the server.
+    psk: bool,
+    /// Direction the last read waited for (0: none).
+    read_waits: u32,
+    /// Direction the last write waited for (0: none).
+    write_waits: u32,
+    /// Small segments gathered into one record.
+    gather: Vec<u8>,
+    /// See [`TlsSession::committed`].
+    committed: usize,
+    close_notify_sent: bool,
+}
+
+impl std::fmt::Debug for TlsSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSession")
+            .field("handshaking", &self.handshaking)
+            .field("psk", &self.psk)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The socket as OpenSSL's transport: non-blocking `recv`/`send` that never
+/// raise `SIGPIPE`. It does not own the descriptor (the engine does).
+#[derive(Debug)]
+struct FdIo(RawFd);
+
+impl Read for FdIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: buf is writable for buf.len() bytes; recv writes at most that.
+            let r = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if r >= 0 {
+                return Ok(r as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Write for FdIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: buf is readable for buf.len() bytes.
+            let r = unsafe {
+                libc::send(
+                    self.0,
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            };
+            if r >= 0 {
+                return Ok(r as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where libnbd looks for certificates when none were set.
+fn default_certificates() -> Option<PathBuf> {
+    let home = PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?);
+    [".pki/libnbd", ".config/pki/libnbd"]
+        .into_iter()
+        .map(|d| home.join(d))
+        .find(|d| d.is_dir())
+}
+
+/// A path OpenSSL can take (the `openssl` crate wants UTF-8 file names).
+fn utf8(path: &Path) -> Result<&str, String> {
+    path.to_str()
+        .ok_or_else(|| format!("{}: file name is not valid UTF-8", path.display()))
+}
+
+fn stack(what: &str, e: &ErrorStack) -> String {
+    format!("{what}: {e}")
+}
+
+/// Reads the key of `username` from a psktool-style file of
+/// `username:hexkey` lines.
+fn read_psk(file: &Path, username: &str) -> Result<Vec<u8>, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("TLS PSK file {}: {e}", file.display()))?;
+    for line in text.lines() {
+        let Some((user, hex)) = line.split_once(':') else {
+            continue;
+        };
+        if user != username {
+            continue;
+        }
+        let hex = hex.trim();
+        if hex.is_empty() || hex.len() % 2 != 0 || hex.len() / 2 > MAX_PSK {
+            return Err(format!(
+                "TLS PSK file {}: the key of {username} is not an even number \
+                 of hex digits (at most {MAX_PSK} bytes)",
+                file.display()
+            ));
+        }
+        let mut key = Vec::with_capacity(hex.len() / 2);
+        for pair in hex.as_bytes().chunks(2) {
+            let s = std::str::from_utf8(pair).map_err(|_| "not hex".to_string());
+            let byte = s.and_then(|s| u8::from_str_radix(s, 16).map_err(|_| "not hex".into()));
+            key.push(byte.map_err(|_| {
+                format!(
+                    "TLS PSK file {}: the key of {username} is not hexadecimal",
+                    file.display()
+                )
+            })?);
+        }
+        return Ok(key);
+    }
+    Err(format!(
+        "TLS PSK file {}: no key for username {username}",
+        file.display()
+    ))
+}
+
+/// Builds the OpenSSL context for `opts`.
+fn context(opts: &TlsOptions) -> Result<SslContext, String> {
+    let mut b = SslContextBuilder::new(SslMethod::tls_client()).map_err(|e| stack("TLS", &e))?;
+    b.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(|e| stack("TLS", &e))?;
+    // Writes may be retried with a longer buffer after a partial write.
+    b.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
+    // A server that closes without close_notify is an end of file: the NBD
+    // layer knows whether a reply was cut short, and says so.
+    b.set_options(SslOptions::IGNORE_UNEXPECTED_EOF);
+    if let Some(file) = &opts.psk_file {
+        let key = read_psk(file, &opts.username)?;
+        let mut identity = opts.username.clone().into_bytes();
+        identity.push(0);
+        b.set_psk_client_callback(move |_ssl, _hint, id_buf, psk_buf| {
+            if identity.len() > id_buf.len() || key.len() > psk_buf.len() {
+                return Ok(0); // no key: the handshake fails
+            }
+            id_buf[..identity.len()].copy_from_slice(&identity);
+            psk_buf[..key.len()].copy_from_slice(&key);
+            Ok(key.len())
+        });
+        // TLS 1.2: PSK suites only. TLS 1.3 uses the key through the same
+        // callback; a server that answers with a certificate instead fails
+        // verification against the empty trust store set here.
+        b.set_cipher_list("ECDHEPSK:DHEPSK:PSK:!aNULL:!eNULL:!3DES:!RC4")
+            .map_err(|e| stack("TLS cipher list", &e))?;
+        b.set_verify(SslVerifyMode::PEER);
+        return Ok(b.build());
+    }
+    // X.509. The system's CAs are always trusted (a certificates directory
+    // adds its own CA; it does not turn verification off).
+    b.set_default_verify_paths()
+        .map_err(|e| stack("TLS system CA certificates", &e))?;
+    let dir = match &opts.certificates {
+        Some(d) => {
+            if !d.is_dir() {
+                return Err(format!(
+                    "TLS certificates directory {}: not a directory",
+                    d.display()
+                ));
+            }
+            Some(d.clone())
+        }
+        None => default_certificates(),
+    };
+    if let Some(dir) = dir {
+        let ca = dir.join("ca-cert.pem");
+        if ca.exists() {
+            b.set_ca_file(utf8(&ca)?)
+                .map_err(|e| stack(&format!("TLS {}", ca.display()), &e))?;
+        }
+        let crl = dir.join("ca-crl.pem");
+        if crl.exists() {
+            let path = utf8(&crl)?.to_string();
+            let lookup = b
+                .cert_store_mut()
+                .add_lookup(X509Lookup::file())
+                .map_err(|e| stack("TLS CRL", &e))?;
+            lookup
+                .load_crl_file(&path, SslFiletype::PEM)
+                .map_err(|e| stack(&format!("TLS {path}"), &e))?;
+            b.cert_store_mut()
+                .set_flags(X509VerifyFlags::CRL_CHECK)
+                .map_err(|e| stack("TLS CRL", &e))?;
+        }
+        let cert = dir.join("client-cert.pem");
+        let key = dir.join("client-key.pem");
+        if cert.exists() || key.exists() {
+            b.set_certificate_chain_file(utf8(&cert)?)
+                .map_err(|e| stack(&format!("TLS {}", cert.display()), &e))?;
+            b.set_private_key_file(utf8(&key)?, SslFiletype::PEM)
+                .map_err(|e| stack(&format!("TLS {}", key.display()), &e))?;
+            b.check_private_key()
+                .map_err(|e| stack("TLS client key does not match its certificate", &e))?;
+        }
+    }
+    b.set_verify(if opts.verify_peer {
+        SslVerifyMode::PEER
+    } else {
+        SslVerifyMode::NONE
+    });
+    Ok(b.build())
+}
+
+impl TlsSession {
+    /// Prepares a client session on `fd`; [`TlsSession::handshake`] runs it.
+    pub(crate) fn new(opts: &TlsOptions, fd: RawFd) -> Result<Self, String> {
+        let ctx = context(opts)?;
+        let mut ssl = Ssl::new(&ctx).map_err(|e| stack("TLS", &e))?;
+        let psk = opts.psk_file.is_some();
+        if !psk {
+            if let Some(host) = opts.hostname.as_deref().filter(|h| !h.is_empty()) {
+                let bare = host.trim_start_matches('[').trim_end_matches(']');
+                match bare.parse::<IpAddr>() {
+                    Ok(ip) => {
+                        if opts.verify_peer {
+                            ssl.param_mut()
+                                .set_ip(ip)
+                                .map_err(|e| stack("TLS host", &e))?;
+                        }
+                    }
+                    Err(_) => {
+                        ssl.set_hostname(host)
+                            .map_err(|e| stack("TLS server name", &e))?;
+                        if opts.verify_peer {
+                            ssl.param_mut()
+                                .set_host(host)
+                                .map_err(|e| stack("TLS host", &e))?;
+                        }
+                    }
+                }
+            }
+        }
+        let stream = SslStream::new(ssl, FdIo(fd)).map_err(|e| stack("TLS", &e))?;
+        Ok(TlsSession {
+            stream,
+            handshaking: true,
+            psk,
+            read_waits: 0,
+            write_waits: 0,
+            gather: Vec::new(),
+            committed: 0,
+            close_notify_sent: false,
+        })
+    }
+
+    /// Whether the handshake is still running.
+    pub(crate) fn handshaking(&self) -> bool {
+        self.handshaking
+    }
+
+    /// The direction the last read is waiting for, or 0.
+    pub(crate) fn read_waits(&self) -> u32 {
+        self.read_waits
+    }
+
+    /// The direction the last write is waiting for, or 0.
+    pub(crate) fn write_waits(&self) -> u32 {
+        self.write_waits
+    }
+
+    /// Decrypted bytes OpenSSL holds that the socket will not signal.
+    pub(crate) fn pending(&self) -> usize {
+        self.stream.ssl().pending()
+    }
+
+    /// Runs the handshake as far as the socket allows: `Ok(true)` when it is
+    /// complete, `Ok(false)` while it waits (see [`TlsSession::read_waits`]),
+    /// `Err` with the reason when it failed.
+    pub(crate) fn handshake(&mut self) -> Result<bool, String> {
+        if !self.handshaking {
+            return Ok(true);
+        }
+        match self.stream.connect() {
+            Ok(()) => {
+                self.read_waits = 0;
+                if self.psk && self.stream.ssl().peer_certificate().is_some() {
+                    return Err("the server authenticated with a certificate, \
+                                not with the pre-shared key"
+                        .into());
+                }
+                self.handshaking = false;
+                Ok(true)
+            }
+            Err(e) => match e.code() {
+                ErrorCode::WANT_READ => {
+                    self.read_waits = DIRECTION_READ;
+                    Ok(false)
+                }
+                ErrorCode::WANT_WRITE => {
+                    self.read_waits = DIRECTION_WRITE;
+                    Ok(false)
+                }
+                _ => Err(self.failure(&e)),
+            },
+        }
+    }
+
+    /// The direction the handshake waits for.
+    pub(crate) fn handshake_waits(&self) -> u32 {
+        if self.read_waits == 0 {
+            DIRECTION_READ
+        } else {
+            self.read_waits
+        }
+    }
+
+    /// A readable reason for a failed handshake.
+    fn failure(&self, e: &openssl::ssl::Error) -> String {
+        let verify = self.stream.ssl().verify_result();
+        if verify != X509VerifyResult::OK {
+            return format!(
+                "the server's certificate was rejected: {}",
+                verify.error_string()
+            );
+        }
+        match (e.io_error(), e.ssl_error()) {
+            (Some(io), _) => format!("TLS handshake: {io}"),
+            (None, Some(s)) => format!("TLS handshake: {s}"),
+            (None, None) if e.code() == ErrorCode::SYSCALL => {
+                "TLS handshake: the server closed the connection".into()
+            }
+            _ => format!("TLS handshake: {e}"),
+        }
+    }
+
+    /// Reads decrypted bytes into `dst` (`len` bytes).
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be writable for `len` bytes.
+    pub(crate) unsafe fn recv(&mut self, dst: *mut u8, len: usize) -> Recv {
+        // SAFETY: the caller guarantees dst is writable for len bytes, and
+        // OpenSSL treats it as uninitialised output.
+        let buf =
+            unsafe { std::slice::from_raw_parts_mut(dst.cast::<std::mem::MaybeUninit<u8>>(), len) };
+        match self.stream.ssl_read_uninit(buf) {
+            Ok(n) => {
+                self.read_waits = 0;
+                Recv::Data(n)
+            }
+            Err(e) => match e.code() {
+                ErrorCode::WANT_READ => {
+                    self.read_waits = DIRECTION_READ;
+                    Recv::Again
+                }
+                ErrorCode::WANT_WRITE => {
+                    self.read_waits = DIRECTION_WRITE;
+                    Recv::Again
+                }
+                ErrorCode::ZERO_RETURN => Recv::Eof,
+                // The peer closed without close_notify.
+                ErrorCode::SYSCALL if e.io_error().is_none() => Recv::Eof,
+                _ => Recv::Failed(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("TLS: {e}"),
+                )),
+            },
+        }
+    }
+
+    /// Encrypts and sends from `segments` (in order): `Ok(Some(n))` with the
+    /// bytes taken, `Ok(None)` when the socket is full (see
+    /// [`TlsSession::write_waits`]).
+    pub(crate) fn send(&mut self, segments: &[&[u8]]) -> io::Result<Option<usize>> {
+        let first = segments.first().copied().unwrap_or_default();
+        // At most one record per call: then what OpenSSL may have taken
+        // from a call that could not finish is known ([`TlsSession::committed`]).
+        let data: &[u8] = if first.len() >= RECORD || segments.len() == 1 {
+            &first[..first.len().min(RECORD)]
+        } else {
+            self.gather.clear();
+            for s in segments {
+                let room = RECORD - self.gather.len();
+                self.gather.extend_from_slice(&s[..s.len().min(room)]);
+                if self.gather.len() == RECORD {
+                    break;
+                }
+            }
+            &self.gather
+        };
+        match self.stream.ssl_write(data) {
+            Ok(n) => {
+                self.write_waits = 0;
+                self.committed = 0;
+                Ok(Some(n))
+            }
+            Err(e) => match e.code() {
+                ErrorCode::WANT_WRITE => {
+                    self.write_waits = DIRECTION_WRITE;
+                    self.committed = data.len();
+                    Ok(None)
+                }
+                ErrorCode::WANT_READ => {
+                    self.write_waits = DIRECTION_READ;
+                    self.committed = data.len();
+                    Ok(None)
+                }
+                _ => Err(match e.into_io_error() {
+                    Ok(io) => io,
+                    Err(e) => io::Error::other(format!("TLS: {e}")),
+                }),
+            },
+        }
+    }
+
+    /// Bytes at the head of the output that OpenSSL may already have
+    /// encrypted in a write that must be retried: they can no longer be
+    /// withdrawn (`LIBNBD_SHUTDOWN_ABANDON_PENDING`).
+    pub(crate) fn committed(&self) -> usize {
+        self.committed
+    }
+
+    /// Sends TLS close_notify once (best effort: it is not retried if the
+    /// socket is full).
+    pub(crate) fn close_notify(&mut self) {
+        if self.handshaking || self.close_notify_sent {
+            return;
+        }
+        if self.stream.get_shutdown().contains(ShutdownState::SENT) {
+            self.close_notify_sent = true;
+            return;
+        }
+        self.close_notify_sent = true;
+        let _ = self.stream.shutdown();
+    }
+}
