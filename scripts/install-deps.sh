@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (idempotent):
 # real NBD servers (qemu-nbd, nbdkit, nbd-server), Debian's libnbd programs and
-# headers as the comparison baseline, fio, and the Rust tools (cargo-fuzz,
-# cbindgen). Run as root (or with sudo available).
+# headers as the comparison baseline, fio, OpenSSL's headers (libssl-dev: the
+# library's TLS), and the Rust tools (cargo-fuzz, cbindgen). Run as root (or
+# with sudo available).
 set -euo pipefail
 
 pkgs=(qemu-utils nbdkit nbd-server libnbd-bin libnbd-dev
-      python3-libnbd fio pkg-config gnutls-bin binutils make gcc procps valgrind)
+      python3-libnbd fio pkg-config libssl-dev gnutls-bin binutils make gcc procps valgrind)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -15,6 +15,8 @@
 //!   examples are compiled with (default: `include/` of the repository,
 //!   or `/usr/include` when `NBD_TEST_LIBDIR` is a system directory).
 
+pub mod pki;
+
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
@@ -559,8 +561,17 @@ pub struct Server {
     pid: libc::pid_t,
     child: Option<Child>,
     socket: PathBuf,
+    /// The loopback TCP port, for servers listening on TCP instead.
+    tcp_port: Option<u16>,
     export: String,
     log: PathBuf,
+}
+
+/// A loopback TCP port that was free a moment ago (bound to port 0, then
+/// released), for a server to listen on.
+pub fn free_tcp_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local address").port()
 }
 
 static SERVER_SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -589,11 +600,17 @@ impl Server {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let tcp_port = cmd
+            .get_args()
+            .skip_while(|a| *a != "-p")
+            .nth(1)
+            .and_then(|p| p.to_str()?.parse().ok());
         let mut server = Server {
             name,
             pid: child.id() as libc::pid_t,
             child: Some(child),
             socket,
+            tcp_port,
             export: export.to_string(),
             log,
         };
@@ -615,7 +632,11 @@ impl Server {
                     );
                 }
             }
-            if UnixStream::connect(&self.socket).is_ok() {
+            let up = match self.tcp_port {
+                Some(port) => std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                None => UnixStream::connect(&self.socket).is_ok(),
+            };
+            if up {
                 return;
             }
             if start.elapsed() > SERVER_START_TIMEOUT {
@@ -667,6 +688,25 @@ impl Server {
         cmd.args(["--foreground", "--exit-with-parent", "-U"])
             .arg(&socket)
             .args(plugin_and_args);
+        Server::spawn("nbdkit", cmd, socket, log, "")
+    }
+
+    /// `nbdkit` like [`Server::nbdkit`], listening on a free port of
+    /// 127.0.0.1 instead of a Unix socket (see [`Server::tcp_port`]).
+    pub fn nbdkit_tcp(scratch: &Scratch, plugin_and_args: &[&str]) -> Server {
+        let prog = require("nbdkit", "nbdkit");
+        let (socket, log) = server_paths(scratch, "nbdkit");
+        let port = free_tcp_port().to_string();
+        let mut cmd = Command::new(prog);
+        cmd.args([
+            "--foreground",
+            "--exit-with-parent",
+            "-i",
+            "127.0.0.1",
+            "-p",
+        ])
+        .arg(&port)
+        .args(plugin_and_args);
         Server::spawn("nbdkit", cmd, socket, log, "")
     }
 
@@ -732,11 +772,22 @@ impl Server {
             pid,
             child: None,
             socket,
+            tcp_port: None,
             export: exports[0].name.clone(),
             log,
         };
         server.wait_ready();
         server
+    }
+
+    /// The TCP port on 127.0.0.1, for servers started on TCP.
+    pub fn tcp_port(&self) -> Option<u16> {
+        self.tcp_port
+    }
+
+    /// The server's log (its standard output and error).
+    pub fn log(&self) -> &Path {
+        &self.log
     }
 
     /// The Unix socket.

@@ -131,7 +131,7 @@ pub(crate) fn resolve(host: &str, port: &str) -> io::Result<Vec<libc::sockaddr_s
         let msg = unsafe { CStr::from_ptr(libc::gai_strerror(r)) }.to_string_lossy();
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
-            format!("getaddrinfo: {host}:{port}: {msg}"),
+            format!("{host}:{port}: {msg}"),
         ));
     }
     let mut out = Vec::new();
