@@ -487,6 +487,7 @@ pub const C_EXAMPLES: &[&str] = &[
     "batched",
     "structured-read",
     "map",
+    "tls-psk",
 ];
 
 /// Builds the C examples with their Makefile against the header directory

@@ -714,3 +714,41 @@ fn socket_activation_starts_and_stops_the_server() {
         out.stdout
     );
 }
+
+/// The TLS example: PSK with nbdkit on a Unix socket and on TCP, and a
+/// clear failure when the key is wrong or the server has no TLS.
+#[test]
+fn tls_psk_example() {
+    setup();
+    let scratch = Scratch::new();
+    let keys = scratch.file("keys.psk");
+    std::fs::write(&keys, format!("alice:{}\n", "a7".repeat(32))).unwrap();
+    let k = keys.to_str().unwrap();
+    let psk = format!("--tls-psk={k}");
+    let kit = Server::nbdkit(&scratch, &["--tls=require", &psk, "memory", "8M"]);
+    let out = run_example_ok("tls-psk", &[k, "alice", kit.socket().to_str().unwrap()]);
+    has_line(&out, "protocol: newstyle-fixed with TLS (PSK user alice)");
+    has_line(&out, "wrote, read back and verified 262144 bytes over TLS");
+    let tcp = Server::nbdkit_tcp(&scratch, &["--tls=require", &psk, "memory", "8M"]);
+    let port = tcp.tcp_port().unwrap().to_string();
+    let out = run_example_ok("tls-psk", &[k, "alice", "localhost", &port]);
+    has_line(&out, "wrote, read back and verified 262144 bytes over TLS");
+
+    let wrong = scratch.file("wrong.psk");
+    std::fs::write(&wrong, format!("alice:{}\n", "00".repeat(32))).unwrap();
+    run_example_fails(
+        "tls-psk",
+        &[
+            wrong.to_str().unwrap(),
+            "alice",
+            kit.socket().to_str().unwrap(),
+        ],
+        "nbd_connect_unix: TLS handshake failed",
+    );
+    let plain = Server::nbdkit(&scratch, &["memory", "8M"]);
+    run_example_fails(
+        "tls-psk",
+        &[k, "alice", plain.socket().to_str().unwrap()],
+        "TLS required but the server refused NBD_OPT_STARTTLS: Operation not supported (errno 95)",
+    );
+}

@@ -27,6 +27,7 @@ const COVERED: &[&str] = &[
     "structured-read",
     "map",
     "socket-activation",
+    "tls-psk",
 ];
 
 fn memcheck(program: &std::path::Path) -> Command {
@@ -143,6 +144,23 @@ fn examples_on_qemu_nbd_and_nbd_server_under_memcheck() {
     );
     check(&example_path("list-exports"), &[&server.uri()]);
     check(&example_path("aio-poll"), &[&server.uri_for("disk")]);
+}
+
+#[test]
+fn tls_psk_example_under_memcheck() {
+    let scratch = Scratch::new();
+    let keys = scratch.file("keys.psk");
+    std::fs::write(&keys, format!("alice:{}\n", "3c".repeat(32))).unwrap();
+    let psk = format!("--tls-psk={}", keys.display());
+    let kit = Server::nbdkit(&scratch, &["--tls=require", &psk, "memory", "16M"]);
+    check(
+        &example_path("tls-psk"),
+        &[
+            keys.to_str().unwrap(),
+            "alice",
+            kit.socket().to_str().unwrap(),
+        ],
+    );
 }
 
 #[test]
