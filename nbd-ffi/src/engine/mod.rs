@@ -3,6 +3,13 @@
 //! the non-blocking I/O that `nbd_aio_notify_read`/`_write` and the
 //! synchronous API's poll loop perform.
 //!
+//! The socket is driven with non-blocking `recv`/`sendmsg` and, for the
+//! synchronous calls, one `poll(2)`, not with mio: libnbd's API hands the
+//! descriptor to the caller's own event loop (`nbd_aio_get_fd`), and an
+//! epoll instance per handle would cost a descriptor and kernel memory for
+//! every idle handle. TLS, once started, sits between the engine and the
+//! socket ([`tls`]).
+//!
 //! Nothing here knows about C callback structs: callers hand in
 //! [`CommandHooks`] and [`OptHooks`] objects, whose `Drop` is where a C
 //! callback's `.free` runs.
