@@ -78,9 +78,7 @@ fn tls_negotiated(c: &Conn) -> c_int {
 
 /// Server: the first option must be STARTTLS, in clear; acknowledge it.
 fn expect_starttls(s: &mut Evil) {
-    s.greet();
-    let first = s.option().expect("an option");
-    assert_eq!(first, OptionRequest::StartTls, "first option in clear");
+    greet_and_expect_starttls(s);
     s.reply(opt::STARTTLS, OptionReply::Ack);
     s.send();
 }
@@ -200,119 +198,93 @@ fn tls_handshake_runs_under_the_callers_poll_loop() {
     c.finish();
 }
 
-/// What the server read after its decisive reply, once the script ran.
-type Captured = Arc<Mutex<Option<Vec<u8>>>>;
-
-/// The connect fails with `errno`; the server read nothing after its reply.
-fn assert_refused(c: Conn, errno: c_int, after: &Captured) {
+/// The server plays `decide` (a refusal, garbage, a greeting without TLS)
+/// and then records everything the client still sends. The connect must
+/// fail with `errno`, leave the handle dead, and send nothing after the
+/// decision. Returns `nbd_get_error()`.
+fn refused(
+    setup: impl FnOnce(*mut Handle),
+    errno: c_int,
+    decide: impl FnOnce(&mut Evil) + Send + 'static,
+) -> String {
+    let after = Arc::new(Mutex::new(None));
+    let after2 = after.clone();
+    let c = Conn::start(Export::new(Mode::Structured), setup, move |s| {
+        decide(s);
+        *after2.lock().unwrap() = Some(s.read_to_end());
+    });
     assert_eq!(c.rc, -1);
-    assert_eq!(c.connect_errno, errno, "{:?}", last_error());
+    let (_, msg) = last_error();
+    assert_eq!(c.connect_errno, errno, "{msg}");
     assert!(c.is_dead());
     c.finish();
     let rest = after.lock().unwrap().take().expect("the script ran");
     assert!(rest.is_empty(), "sent after the decision: {rest:?}");
+    msg
 }
 
-fn capture() -> (Captured, Captured) {
-    let a = Arc::new(Mutex::new(None));
-    (a.clone(), a)
+/// Server: greets and reads the client's STARTTLS.
+fn greet_and_expect_starttls(s: &mut Evil) {
+    s.greet();
+    assert_eq!(s.option(), Some(OptionRequest::StartTls));
 }
 
 #[test]
 fn require_and_starttls_refused_fails_with_enotsup_and_sends_nothing_more() {
     for refusal in [rep::ERR_UNSUP, rep::ERR_POLICY, rep::ERR_INVALID] {
-        let (after, after2) = capture();
-        let c = Conn::start(
-            Export::new(Mode::Structured),
-            mode_only(LIBNBD_TLS_REQUIRE),
-            move |s| {
-                s.greet();
-                assert_eq!(s.option(), Some(OptionRequest::StartTls));
-                s.refuse(opt::STARTTLS, refusal);
-                s.send();
-                *after2.lock().unwrap() = Some(s.read_to_end());
-            },
-        );
-        assert_refused(c, ENOTSUP, &after);
+        refused(mode_only(LIBNBD_TLS_REQUIRE), ENOTSUP, move |s| {
+            greet_and_expect_starttls(s);
+            s.refuse(opt::STARTTLS, refusal);
+            s.send();
+        });
     }
 }
 
 #[test]
 fn require_and_starttls_answered_with_a_non_ack_reply_fails_with_enotsup() {
-    let (after, after2) = capture();
-    let c = Conn::start(
-        Export::new(Mode::Structured),
-        mode_only(LIBNBD_TLS_REQUIRE),
-        move |s| {
-            s.greet();
-            assert_eq!(s.option(), Some(OptionRequest::StartTls));
-            let mut bytes = to_vec(|v| {
-                OptionReplyHeader {
-                    option: opt::STARTTLS,
-                    reply_type: rep::SERVER,
-                    length: 4,
-                }
-                .encode(v)
-            });
-            bytes.extend_from_slice(&[0; 4]);
-            s.raw(&bytes);
-            *after2.lock().unwrap() = Some(s.read_to_end());
-        },
-    );
-    assert_refused(c, ENOTSUP, &after);
+    refused(mode_only(LIBNBD_TLS_REQUIRE), ENOTSUP, |s| {
+        greet_and_expect_starttls(s);
+        let mut bytes = to_vec(|v| {
+            OptionReplyHeader {
+                option: opt::STARTTLS,
+                reply_type: rep::SERVER,
+                length: 4,
+            }
+            .encode(v)
+        });
+        bytes.extend_from_slice(&[0; 4]);
+        s.raw(&bytes);
+    });
 }
 
 #[test]
 fn require_against_an_oldstyle_server_fails_with_enotsup_sending_nothing() {
-    let (after, after2) = capture();
-    let c = Conn::start(
-        Export::new(Mode::Simple),
-        mode_only(LIBNBD_TLS_REQUIRE),
-        move |s| {
-            s.set_codec(ServerCodec::oldstyle(1 << 20, 1));
-            *after2.lock().unwrap() = Some(s.read_to_end());
-        },
-    );
-    assert_refused(c, ENOTSUP, &after);
+    refused(mode_only(LIBNBD_TLS_REQUIRE), ENOTSUP, |s| {
+        s.set_codec(ServerCodec::oldstyle(1 << 20, 1));
+    });
 }
 
 #[test]
 fn require_against_a_not_fixed_newstyle_server_fails_with_enotsup_sending_nothing() {
-    let (after, after2) = capture();
-    let c = Conn::start(
-        Export::new(Mode::Simple),
-        mode_only(LIBNBD_TLS_REQUIRE),
-        move |s| {
-            s.set_codec(ServerCodec::newstyle(handshake_flags::NO_ZEROES));
-            *after2.lock().unwrap() = Some(s.read_to_end());
-        },
-    );
     // Not even the client flags: nothing at all goes out.
-    assert_refused(c, ENOTSUP, &after);
+    refused(mode_only(LIBNBD_TLS_REQUIRE), ENOTSUP, |s| {
+        s.set_codec(ServerCodec::newstyle(handshake_flags::NO_ZEROES));
+    });
 }
 
 #[test]
 fn cleartext_after_the_starttls_ack_is_refused_not_fed_to_tls() {
-    let (after, after2) = capture();
-    let c = Conn::start(
-        Export::new(Mode::Structured),
-        tls_setup(LIBNBD_TLS_REQUIRE, psk_file(&[(USER, &KEY)]), USER),
-        move |s| {
-            s.greet();
-            assert_eq!(s.option(), Some(OptionRequest::StartTls));
-            // The ACK and injected bytes in one write.
-            s.codec()
-                .send_option_reply(opt::STARTTLS, &OptionReply::Ack)
-                .unwrap();
-            s.codec().send_raw(b"\x16\x03\x03\x00\x05hello");
-            s.send();
-            *after2.lock().unwrap() = Some(s.read_to_end());
-        },
-    );
-    assert_eq!(c.rc, -1);
-    let (_, msg) = last_error();
+    let setup = tls_setup(LIBNBD_TLS_REQUIRE, psk_file(&[(USER, &KEY)]), USER);
+    let msg = refused(setup, libc::EIO, |s| {
+        greet_and_expect_starttls(s);
+        // The ACK and injected bytes in one write.
+        s.codec()
+            .send_option_reply(opt::STARTTLS, &OptionReply::Ack)
+            .unwrap();
+        s.codec().send_raw(b"\x16\x03\x03\x00\x05hello");
+        s.send();
+    });
     assert!(msg.contains("in clear after accepting STARTTLS"), "{msg}");
-    assert_refused(c, libc::EIO, &after);
 }
 
 #[test]
@@ -321,8 +293,7 @@ fn allow_against_a_server_refusing_starttls_goes_on_in_clear() {
         Export::new(Mode::Structured),
         mode_only(LIBNBD_TLS_ALLOW),
         |s| {
-            s.greet();
-            assert_eq!(s.option(), Some(OptionRequest::StartTls));
+            greet_and_expect_starttls(s);
             s.refuse(opt::STARTTLS, rep::ERR_UNSUP);
             s.send();
             assert!(s.negotiate());

@@ -38,13 +38,9 @@ enum Outcome {
     Failed { errno: String, error: String },
 }
 
-/// Runs `scripts/tls.py` on the library under test with `target` and the
-/// `NBD_TLS_*` settings; `expect_ok` says which outcome the script must
-/// reach (it asserts that itself too).
-fn tls_script(target: &str, settings: &[(&str, &str)], expect_ok: bool) -> Outcome {
-    tls_script_env(target, settings, expect_ok, &[])
-}
-
+/// Runs `scripts/tls.py` on the library under test with `target`, the
+/// `NBD_TLS_*` settings and extra environment; `expect_ok` says which
+/// outcome the script must reach (it asserts that itself too).
 fn tls_script_env(
     target: &str,
     settings: &[(&str, &str)],
@@ -106,15 +102,20 @@ fn tls_script_env(
     }
 }
 
+/// Connects (and does the I/O); returns whether TLS was negotiated and
+/// `get_uri`.
+fn connects(target: &str, settings: &[(&str, &str)], env: &[(&str, &Path)]) -> (bool, String) {
+    match tls_script_env(target, settings, true, env) {
+        Outcome::Ok { negotiated, uri } => (negotiated, uri),
+        other => panic!("{target} {settings:?}: {other:?}"),
+    }
+}
+
 /// Connects with TLS and checks it was negotiated; returns `get_uri`.
 fn works(target: &str, settings: &[(&str, &str)]) -> String {
-    match tls_script(target, settings, true) {
-        Outcome::Ok {
-            negotiated: true,
-            uri,
-        } => uri,
-        other => panic!("{target}: {other:?}"),
-    }
+    let (negotiated, uri) = connects(target, settings, &[]);
+    assert!(negotiated, "{target}: connected without TLS");
+    uri
 }
 
 /// Connects and expects failure; returns the error message.
@@ -285,12 +286,8 @@ fn without_a_certificates_directory_the_system_cas_decide_cve_2024_7383() {
             dir.join("ca-cert.pem"),
         )
         .unwrap();
-        match tls_script_env(&unix(&server), &[], true, &[("HOME", &home)]) {
-            Outcome::Ok {
-                negotiated: true, ..
-            } => {}
-            other => panic!("{sub}: {other:?}"),
-        }
+        let (negotiated, _) = connects(&unix(&server), &[], &[("HOME", &home)]);
+        assert!(negotiated, "{sub}");
     }
 }
 
@@ -323,25 +320,14 @@ fn require_against_a_server_without_tls_fails_with_enotsup() {
 fn allow_works_with_and_without_tls() {
     let (scratch, pki) = setup();
     let plain = Server::nbdkit(&scratch, &["memory", "16M"]);
-    match tls_script(&unix(&plain), &[("MODE", "allow")], true) {
-        Outcome::Ok {
-            negotiated: false, ..
-        } => {}
-        other => panic!("allow on a plain server: {other:?}"),
-    }
+    let (negotiated, _) = connects(&unix(&plain), &[("MODE", "allow")], &[]);
+    assert!(!negotiated, "TLS with a server that has none");
     // nbdkit --tls=on offers TLS without requiring it.
     let tls = nbdkit_psk(&scratch, &pki, "--tls=on");
     let psk = s(&pki.psk_file());
-    match tls_script(
-        &unix(&tls),
-        &[("MODE", "allow"), ("PSK", &psk), ("USER", PSK_USER)],
-        true,
-    ) {
-        Outcome::Ok {
-            negotiated: true, ..
-        } => {}
-        other => panic!("allow on a TLS server: {other:?}"),
-    }
+    let settings = [("MODE", "allow"), ("PSK", &psk), ("USER", PSK_USER)];
+    let (negotiated, _) = connects(&unix(&tls), &settings, &[]);
+    assert!(negotiated, "ALLOW did not use the server's TLS");
 }
 
 #[test]
