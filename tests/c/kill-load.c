@@ -194,6 +194,9 @@ load (const char *uri, const char *seed)
   nbd = nbd_create ();
   if (nbd == NULL)
     die ("nbd_create");
+  /* The TLS runs name a PSK file in the URI. */
+  if (nbd_set_uri_allow_local_file (nbd, true) == -1)
+    die ("nbd_set_uri_allow_local_file");
   if (nbd_connect_uri (nbd, uri) == -1)
     die ("nbd_connect_uri");
 

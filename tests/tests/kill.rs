@@ -8,8 +8,9 @@
 //! `nbd_aio_is_dead` = 1, each `.free` run exactly once, and as many file
 //! descriptors open after `nbd_close` as before `nbd_create`.
 //!
-//! The suite runs 200 kills, several at once; `KILL_RUNS=1000 cargo test
-//! -p nbd-tests --test kill` runs 1000 (opt-in soak). `KILL_SEED` changes
+//! The suite runs 200 kills, several at once, and 40 more over TLS (PSK);
+//! `KILL_RUNS=1000 cargo test -p nbd-tests --test kill` runs 1000 (opt-in
+//! soak; `KILL_TLS_RUNS` for the TLS ones). `KILL_SEED` changes
 //! the seed, `KILL_JOBS` the number of runs at once (default 4).
 //!
 //! A client with SIGPIPE at its default disposition writing 32 MiB at a
@@ -120,11 +121,28 @@ fn sigkill(pid: libc::pid_t) {
 
 /// One run: start the server and the load, kill the server after
 /// `delay`, check what the client saw. Returns the number of commands.
-fn one_run(exe: &Path, seed: u64, delay: Duration) -> i64 {
+/// With `tls`, the connection runs TLS with a pre-shared key.
+fn one_run(exe: &Path, seed: u64, delay: Duration, tls: bool) -> i64 {
     let scratch = Scratch::new();
-    let server = Server::nbdkit(&scratch, &["memory", "64M"]);
+    let keys = scratch.file("keys.psk");
+    std::fs::write(&keys, format!("kill:{}\n", "5e".repeat(32))).expect("key file");
+    let psk = format!("--tls-psk={}", keys.display());
+    let server = if tls {
+        Server::nbdkit(&scratch, &["--tls=require", &psk, "memory", "64M"])
+    } else {
+        Server::nbdkit(&scratch, &["memory", "64M"])
+    };
+    let uri = if tls {
+        format!(
+            "nbds+unix://kill@/?socket={}&tls-psk-file={}",
+            server.socket().display(),
+            keys.display()
+        )
+    } else {
+        server.uri()
+    };
     let mut cmd = tool(exe, Lib::UnderTest);
-    cmd.arg("load").arg(server.uri()).arg(format!("0x{seed:x}"));
+    cmd.arg("load").arg(uri).arg(format!("0x{seed:x}"));
     let (child, out, err) = start_client(cmd);
     thread::sleep(delay);
     let kill_ns = cbuild::monotonic_ns();
@@ -178,9 +196,19 @@ fn one_run(exe: &Path, seed: u64, delay: Duration) -> i64 {
 
 #[test]
 fn server_killed_under_aio_load_every_command_fails_promptly() {
+    kill_runs(env_number("KILL_RUNS", 200), false);
+}
+
+/// The same over TLS (PSK): OpenSSL between the engine and the socket must
+/// not change what the caller sees when the server dies.
+#[test]
+fn server_killed_under_aio_load_over_tls_every_command_fails_promptly() {
+    kill_runs(env_number("KILL_TLS_RUNS", 40), true);
+}
+
+fn kill_runs(runs: u64, tls: bool) {
     require("nbdkit", "nbdkit");
     let exe = cbuild::build("kill-load");
-    let runs = env_number("KILL_RUNS", 200);
     let jobs = env_number("KILL_JOBS", 4).max(1);
     let seed = env_number("KILL_SEED", 0x6b69_6c6c);
     let mut rng = Rng(seed | 1);
@@ -200,13 +228,14 @@ fn server_killed_under_aio_load_every_command_fails_promptly() {
                 let Some(&(s, delay)) = plan.get(i) else {
                     break;
                 };
-                let n = one_run(&exe, s, delay);
+                let n = one_run(&exe, s, delay, tls);
                 *commands.lock().unwrap() += n;
             });
         }
     });
     println!(
-        "{runs} kills ({jobs} at once, seed 0x{seed:x}) in {:?}, {} commands",
+        "{runs} kills{} ({jobs} at once, seed 0x{seed:x}) in {:?}, {} commands",
+        if tls { " over TLS" } else { "" },
         start.elapsed(),
         commands.into_inner().unwrap()
     );
