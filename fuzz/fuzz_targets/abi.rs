@@ -13,6 +13,12 @@
 //! Seeds (fuzz/seeds/abi/) are the server side of real nbdkit, qemu-nbd
 //! and nbd-server sessions running this same sequence, recorded by
 //! fuzz/record_abi_seeds.py.
+//!
+//! The input's length also picks the TLS mode (see [`tls_mode`]): with
+//! `ALLOW` or `REQUIRE` the client asks for STARTTLS, and an input that
+//! acknowledges it sends its following bytes to OpenSSL's handshake through
+//! the engine's TLS layer (PSK credentials from a fixed file), so the glue
+//! between them meets garbage too.
 
 #![no_main]
 
@@ -225,6 +231,27 @@ fn serve(input: Vec<u8>) -> (c_int, std::thread::JoinHandle<()>) {
     (ours.into_raw_fd(), server)
 }
 
+/// `LIBNBD_TLS_*` for an input: DISABLE for most, ALLOW or REQUIRE for
+/// two lengths in five (the recorded seeds keep their meaning at the other
+/// lengths).
+fn tls_mode(input: &[u8]) -> c_int {
+    match input.len() % 5 {
+        1 => 1,
+        2 => 2,
+        _ => 0,
+    }
+}
+
+/// A PSK file for the TLS runs, written once.
+fn psk_file() -> &'static CStr {
+    static FILE: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("nbd-fuzz-abi-{}.psk", std::process::id()));
+        std::fs::write(&path, format!("fuzz:{}\n", "42".repeat(32))).expect("PSK file");
+        std::ffi::CString::new(path.to_str().expect("UTF-8 temp dir")).expect("no NUL")
+    })
+}
+
 fn ok_or_fail(rc: c_int, what: &str) -> bool {
     assert!(rc == 0 || rc == -1, "{what} returned {rc}");
     rc == 0
@@ -254,6 +281,12 @@ fuzz_target!(|data: &[u8]| {
         let h: *mut Handle = nbd_ffi::handle::nbd_create();
         assert!(!h.is_null());
         assert_eq!(nbd_ffi::opt::nbd_set_opt_mode(h, true), 0);
+        let tls = tls_mode(data);
+        if tls != 0 {
+            assert_eq!(nbd_ffi::tls::nbd_set_tls(h, tls), 0);
+            assert_eq!(nbd_ffi::tls::nbd_set_tls_psk_file(h, psk_file().as_ptr()), 0);
+            assert_eq!(nbd_ffi::tls::nbd_set_tls_username(h, c"fuzz".as_ptr()), 0);
+        }
         assert_eq!(
             nbd_ffi::negotiation::nbd_set_export_name(h, c"disk".as_ptr()),
             0
