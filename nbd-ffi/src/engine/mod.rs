@@ -355,6 +355,9 @@ impl Engine {
             ));
         };
         let offset = cmd.offset;
+        // Output still queued means the last send found the socket full:
+        // the caller polls for POLLOUT, so a send now would only say EAGAIN.
+        let send_now = c.pending_output() == 0;
         let cookie = c
             .submit(cmd)
             .map_err(|e| EngineError::new(e.errno(), e.to_string()))?;
@@ -369,8 +372,10 @@ impl Engine {
                 message: None,
             },
         );
-        // Like libnbd, start sending at once.
-        self.notify_write();
+        // Like libnbd, start sending at once (unless blocked, see above).
+        if send_now {
+            self.notify_write();
+        }
         Ok(cookie)
     }
 
@@ -628,6 +633,7 @@ impl Engine {
                 iov_len: 0,
             }; 64];
             let mut n = 0;
+            let mut offered = 0;
             {
                 let mut segs = [Segment::Bytes(&[]); 64];
                 let k = client.transmit_segments(&mut segs);
@@ -653,6 +659,7 @@ impl Engine {
                         iov_base: base as *mut libc::c_void,
                         iov_len: len,
                     };
+                    offered += len;
                     n += 1;
                 }
             }
@@ -678,6 +685,11 @@ impl Engine {
                 }
             }
             client.advance_transmit(r as usize);
+            if (r as usize) < offered {
+                // A short send filled the socket buffer: another call now
+                // would only say EAGAIN. The caller polls for POLLOUT.
+                break;
+            }
         }
         self.process_events();
     }
