@@ -50,6 +50,7 @@
 //! fuzz input replays exactly.
 
 mod checks;
+mod cookiemap;
 mod error;
 mod negotiate;
 mod ranges;
@@ -63,10 +64,11 @@ pub use txqueue::Segment;
 use crate::consts::{client_flags, cmd, transmission_flags};
 use crate::wire::option::{BlockSize, Info, MetaContext, ServerEntry};
 use crate::wire::reply::Extent;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use bytes::Bytes;
+use cookiemap::CookieMap;
 
 /// Whether and how to use TLS (libnbd's `LIBNBD_TLS_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -403,7 +405,7 @@ pub struct Client {
     contexts: Vec<MetaContext>,
     export: ExportInfo,
     // Transmission.
-    cmds: BTreeMap<u64, transmit::InFlight>,
+    cmds: CookieMap<transmit::InFlight>,
     next_cookie: u64,
     disconnect_sent: bool,
     want_read: bool,
@@ -437,7 +439,7 @@ impl Client {
             extended: false,
             contexts: Vec::new(),
             export: ExportInfo::default(),
-            cmds: BTreeMap::new(),
+            cmds: CookieMap::new(),
             next_cookie: 1,
             disconnect_sent: false,
             want_read: true,
