@@ -591,10 +591,22 @@ impl Client {
     /// were filled. Send them (e.g. with one `writev`), then call
     /// [`Client::advance_transmit`] with the number of bytes sent.
     pub fn transmit_segments<'a>(&'a self, out: &mut [Segment<'a>]) -> usize {
+        self.transmit_segments_upto(out, usize::MAX)
+    }
+
+    /// Like [`Client::transmit_segments`], but stops after the segment that
+    /// brings the total to `max_bytes` or more: a driver sending on a
+    /// non-blocking socket need not walk more of the queue than one send
+    /// can take.
+    pub fn transmit_segments_upto<'a>(
+        &'a self,
+        out: &mut [Segment<'a>],
+        max_bytes: usize,
+    ) -> usize {
         if self.phase == Phase::AwaitTls {
             return 0;
         }
-        self.tx.segments(out)
+        self.tx.segments(out, max_bytes)
     }
 
     /// Total bytes pending output.
