@@ -579,7 +579,10 @@ impl Engine {
                             // The client stopped (TLS, end of connection).
                             break;
                         }
-                    } else if drained {
+                    } else if drained || client.state() == State::Ready {
+                        // Ready: no reply is due, so a recv would only say
+                        // EAGAIN (at QD1, one per request). Anything the
+                        // server sends unasked wakes the caller's poll.
                         break;
                     } else {
                         self.rstart = 0;
