@@ -1821,3 +1821,29 @@ fn write_error_reply_is_reported_and_the_handle_survives() {
     assert_eq!(c.trim(4096, 0), 0, "{:?}", last_error());
     c.finish();
 }
+
+#[test]
+fn server_hanging_up_while_idle_is_seen_by_an_aio_poll_loop() {
+    // Ready, nothing in flight: the direction is still READ, and when the
+    // server hangs up the next nbd_aio_notify_read must find out (instead
+    // of leaving the caller's poll loop spinning on a readable socket).
+    let c = Conn::ready(Export::new(Mode::Structured), setup::none, |s| s.hang_up());
+    let mut rounds = 0;
+    // SAFETY: c.h is open for the whole loop; pfd is one valid pollfd.
+    unsafe {
+        while nbd_ffi::state::nbd_aio_is_ready(c.h) == 1 {
+            rounds += 1;
+            assert!(rounds <= 10, "still ready after {rounds} readable polls");
+            assert_eq!(nbd_ffi::aio::nbd_aio_get_direction(c.h) & 1, 1);
+            let mut pfd = libc::pollfd {
+                fd: nbd_ffi::aio::nbd_aio_get_fd(c.h),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            assert_eq!(libc::poll(&mut pfd, 1, 10_000), 1, "poll timed out");
+            nbd_ffi::aio::nbd_aio_notify_read(c.h);
+        }
+    }
+    assert!(c.is_dead() || !c.is_ready());
+    c.finish();
+}

@@ -8,9 +8,17 @@ mod common;
 use common::{assert_success, cc, crate_dir, repo_root, run, scratch};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
+
+/// The misuse program, compiled once: both tests use it, and building it
+/// twice at the same time into one path raced ("Text file busy").
+fn build_misuse() -> PathBuf {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(compile_misuse).clone()
+}
 
 /// Compiles misuse.c against include/libnbd.h and our library.
-fn build_misuse() -> PathBuf {
+fn compile_misuse() -> PathBuf {
     let so = common::libnbd_so();
     let libdir = so.parent().unwrap().to_path_buf();
     let dir = scratch("misuse");

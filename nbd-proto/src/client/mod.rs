@@ -50,6 +50,7 @@
 //! fuzz input replays exactly.
 
 mod checks;
+mod cookiemap;
 mod error;
 mod negotiate;
 mod ranges;
@@ -63,10 +64,11 @@ pub use txqueue::Segment;
 use crate::consts::{client_flags, cmd, transmission_flags};
 use crate::wire::option::{BlockSize, Info, MetaContext, ServerEntry};
 use crate::wire::reply::Extent;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use bytes::Bytes;
+use cookiemap::CookieMap;
 
 /// Whether and how to use TLS (libnbd's `LIBNBD_TLS_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -403,7 +405,7 @@ pub struct Client {
     contexts: Vec<MetaContext>,
     export: ExportInfo,
     // Transmission.
-    cmds: BTreeMap<u64, transmit::InFlight>,
+    cmds: CookieMap<transmit::InFlight>,
     next_cookie: u64,
     disconnect_sent: bool,
     want_read: bool,
@@ -437,7 +439,7 @@ impl Client {
             extended: false,
             contexts: Vec::new(),
             export: ExportInfo::default(),
-            cmds: BTreeMap::new(),
+            cmds: CookieMap::new(),
             next_cookie: 1,
             disconnect_sent: false,
             want_read: true,
@@ -589,10 +591,22 @@ impl Client {
     /// were filled. Send them (e.g. with one `writev`), then call
     /// [`Client::advance_transmit`] with the number of bytes sent.
     pub fn transmit_segments<'a>(&'a self, out: &mut [Segment<'a>]) -> usize {
+        self.transmit_segments_upto(out, usize::MAX)
+    }
+
+    /// Like [`Client::transmit_segments`], but stops after the segment that
+    /// brings the total to `max_bytes` or more: a driver sending on a
+    /// non-blocking socket need not walk more of the queue than one send
+    /// can take.
+    pub fn transmit_segments_upto<'a>(
+        &'a self,
+        out: &mut [Segment<'a>],
+        max_bytes: usize,
+    ) -> usize {
         if self.phase == Phase::AwaitTls {
             return 0;
         }
-        self.tx.segments(out)
+        self.tx.segments(out, max_bytes)
     }
 
     /// Total bytes pending output.

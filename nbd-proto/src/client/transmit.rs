@@ -159,18 +159,18 @@ impl Client {
             .cmds
             .iter()
             .filter(|(_, c)| c.tx_start >= sent)
-            .map(|(&cookie, _)| cookie)
+            .map(|(cookie, _)| cookie)
             .collect();
         let Some(from) = unsent
             .iter()
-            .filter_map(|c| self.cmds.get(c).map(|c| c.tx_start))
+            .filter_map(|&c| self.cmds.get(c).map(|c| c.tx_start))
             .min()
         else {
             return 0;
         };
         self.tx.truncate_to(from);
         for &cookie in &unsent {
-            self.cmds.remove(&cookie);
+            self.cmds.remove(cookie);
             self.push_event(Event::Complete {
                 cookie,
                 result: Err(CommandError::new(
@@ -205,7 +205,7 @@ impl Client {
     /// Fails every command in flight because the connection ended.
     pub(super) fn fail_all(&mut self, why: &ProtocolError) {
         let cmds = core::mem::take(&mut self.cmds);
-        for (cookie, _) in cmds {
+        for (cookie, _) in cmds.iter() {
             self.push_event(Event::Complete {
                 cookie,
                 result: Err(CommandError::new(
@@ -217,7 +217,7 @@ impl Client {
     }
 
     fn finish_command(&mut self, cookie: u64) {
-        let Some(mut c) = self.cmds.remove(&cookie) else {
+        let Some(mut c) = self.cmds.remove(cookie) else {
             return;
         };
         if c.error.is_none() {
@@ -356,7 +356,7 @@ impl Client {
                 let structured = self.structured;
                 let c = self
                     .cmds
-                    .get_mut(&s.cookie)
+                    .get_mut(s.cookie)
                     .ok_or(ProtocolError::UnknownCookie(s.cookie))?;
                 if s.error != 0 {
                     c.fail(CommandError::new(
@@ -406,7 +406,7 @@ impl Client {
         let extended = self.extended;
         let c = self
             .cmds
-            .get_mut(&h.cookie)
+            .get_mut(h.cookie)
             .ok_or(ProtocolError::UnknownCookie(h.cookie))?;
         // Lengths first: a length we will not buffer or skip ends the connection.
         let cap = if h.chunk_type == reply_type::OFFSET_DATA && c.kind == CommandKind::Read {
@@ -525,7 +525,7 @@ impl Client {
         off.copy_from_slice(msg);
         let off = u64::from_be_bytes(off);
         let data_len = h.length - 8;
-        let Some(c) = self.cmds.get_mut(&h.cookie) else {
+        let Some(c) = self.cmds.get_mut(h.cookie) else {
             return self.skip(data_len, None);
         };
         let checked = match c.relative(off, data_len) {
@@ -569,7 +569,7 @@ impl Client {
             |id: u32, ctx: &[crate::wire::option::MetaContext]| ctx.iter().any(|m| m.id == id);
         let contexts = core::mem::take(&mut self.contexts);
         let mut event = None;
-        if let Some(c) = self.cmds.get_mut(&h.cookie) {
+        if let Some(c) = self.cmds.get_mut(h.cookie) {
             let outcome: Result<(), CommandError> = match h.chunk_type {
                 reply_type::OFFSET_HOLE => match OffsetHole::decode(payload) {
                     Err(e) => Err(CommandError::proto(format!("{e}"))),

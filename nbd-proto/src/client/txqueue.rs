@@ -151,9 +151,15 @@ impl TxQueue {
         });
     }
 
-    pub(crate) fn segments<'a>(&'a self, out: &mut [Segment<'a>]) -> usize {
+    /// Fills `out` in order, stopping after the segment that brings the total
+    /// to `max_bytes` or more.
+    pub(crate) fn segments<'a>(&'a self, out: &mut [Segment<'a>], max_bytes: usize) -> usize {
         let mut n = 0;
+        let mut bytes = 0;
         for (slot, seg) in out.iter_mut().zip(self.segs.iter()) {
+            if bytes >= max_bytes {
+                break;
+            }
             *slot = match seg {
                 Seg::Inline { start, end } => Segment::Bytes(&self.buf[*start..*end]),
                 Seg::Owned { data, pos } => Segment::Bytes(&data[*pos..]),
@@ -163,6 +169,7 @@ impl TxQueue {
                     len: *len,
                 },
             };
+            bytes += slot.len();
             n += 1;
         }
         n
