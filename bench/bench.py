@@ -61,6 +61,8 @@ P = {
     "w5_extents_written": 2000,
     # workload 6: idle connected handles
     "w6_handles": 1000,
+    # workload 7: nbdcopy over TLS (PSK), defaults (4 x 64 x 256 KiB)
+    "w7_size": 4 * GIB if FULL else 512 * MIB,
 }
 
 LIBS = ("debian", "ours")
@@ -373,6 +375,19 @@ def w6(lib, srv, tmp):
 # ----- setup -------------------------------------------------------------
 
 
+def w7(lib, srv, tmp):
+    size = P["w7_size"]
+    label = f"7. nbdcopy over TLS (PSK) pattern {size // MIB}M → null: (4 conn × 64 × 256 KiB)"
+    keys = os.path.join(tmp, "keys.psk")
+    uri = f"nbds+unix://bench@/?socket={srv['tls'].sock}&tls-psk-file={keys}"
+    r = run(["nbdcopy", "--no-extents", uri, "null:"], lib, tmp)
+    reqs = size / (256 * KIB)
+    metric(label, "wall time, s", FASTER, f3).add(lib, r.wall)
+    metric(label, "throughput, MiB/s", HIGHER, f0).add(lib, size / MIB / r.wall)
+    metric(label, "client CPU, µs/request (total s)", CPU_LARGE, f2,
+           f3).add(lib, r.cpu / reqs * 1e6, r.cpu)
+
+
 def make_qcow2(path):
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, "64G"], check=True)
     # Deterministic pseudo-random 64 KiB extents across the image.
@@ -486,6 +501,13 @@ def main():
             serve("handles", ["nbdkit", "-f", "--exit-with-parent", "-t", "1", "-U", "@SOCK@",
                               "memory", "1G"])
 
+        if want(7):
+            keys = os.path.join(tmp, "keys.psk")
+            with open(keys, "w") as f:
+                f.write("bench:" + os.urandom(32).hex() + "\n")
+            serve("tls", nbdkit + ["--tls=require", "--tls-psk=" + keys,
+                                   "pattern", str(P["w7_size"])])
+
         def fill(server):
             run([os.path.join(BIN, "aio-bench"), servers[server].uri, "0", "fill"],
                 "debian", tmp)
@@ -504,6 +526,7 @@ def main():
         workloads += [
             (5, "block status", None, [w5]),
             (6, "idle handles", None, [w6]),
+            (7, "nbdcopy over TLS", None, [w7]),
         ]
         for n, name, setup, cases in workloads:
             if not want(n):
