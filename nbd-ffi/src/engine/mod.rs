@@ -190,6 +190,8 @@ pub(crate) struct Engine {
     user_opt: Option<UserOpt>,
     opt_result: Option<OptResult>,
     dead: Option<EngineError>,
+    /// Commands in flight whose read buffer is [`LARGE_READ`] or more.
+    large_reads: usize,
     /// TLS settings, when the handle may use TLS.
     tls_options: Option<tls::TlsOptions>,
     /// The TLS session, from the server's STARTTLS acknowledgement on.
@@ -199,8 +201,17 @@ pub(crate) struct Engine {
     closing: bool,
 }
 
-/// Receive buffer size: many small replies per `recv`; large payloads bypass it.
-const RBUF: usize = 16 * 1024;
+/// Receive size for replies when no large read is in flight: many small
+/// replies (and their payloads) per `recv`.
+const RBUF: usize = 64 * 1024;
+
+/// Receive size while a large read is in flight: its payload should go
+/// straight into the caller's buffer, not through ours (a copy more), so
+/// only a little more than a header is read ahead.
+const RBUF_LARGE_READS: usize = 4 * 1024;
+
+/// A read of at least this many bytes counts as large (see [`RBUF_LARGE_READS`]).
+const LARGE_READ: usize = 32 * 1024;
 
 /// Bytes gathered for one `sendmsg` (beyond the segment that reaches it): about
 /// what a socket buffer takes at once. Gathering the whole queue (up to 64
@@ -225,6 +236,7 @@ impl Engine {
             user_opt: None,
             opt_result: None,
             dead: None,
+            large_reads: 0,
             tls_options: None,
             tls: None,
             closing: false,
@@ -400,6 +412,7 @@ impl Engine {
             ));
         };
         let offset = cmd.offset;
+        let large = read.is_some_and(|b| b.len >= LARGE_READ);
         // Output still queued means the last send found the socket full:
         // the caller polls for POLLOUT, so a send now would only say EAGAIN.
         let send_now = c.pending_output() == 0;
@@ -417,6 +430,7 @@ impl Engine {
                 message: None,
             },
         );
+        self.large_reads += usize::from(large);
         // Like libnbd, start sending at once (unless blocked, see above).
         if send_now {
             self.notify_write();
@@ -644,16 +658,21 @@ impl Engine {
                         // Allocated on demand (and dropped when idle), so an
                         // idle handle costs no receive buffer.
                         self.rbuf.clear();
-                        self.rbuf.reserve(RBUF);
-                        // SAFETY: rbuf has capacity for RBUF bytes; recv writes
-                        // at most that many.
-                        match unsafe { recv(&mut self.tls, fd, self.rbuf.as_mut_ptr(), RBUF) } {
+                        let want = if self.large_reads > 0 {
+                            RBUF_LARGE_READS
+                        } else {
+                            RBUF
+                        };
+                        self.rbuf.reserve(want);
+                        // SAFETY: rbuf has capacity for `want` bytes; recv
+                        // writes at most that many.
+                        match unsafe { recv(&mut self.tls, fd, self.rbuf.as_mut_ptr(), want) } {
                             Recv::Data(n) => {
                                 // SAFETY: recv initialised the first n bytes.
                                 unsafe { self.rbuf.set_len(n) };
                                 self.rend = n;
                                 got_input = true;
-                                drained = n < RBUF && self.tls.is_none();
+                                drained = n < want && self.tls.is_none();
                             }
                             Recv::Eof => client.handle_eof(),
                             Recv::Again => break,
@@ -1039,6 +1058,9 @@ impl Engine {
                 let Some(mut cmd) = self.cmds.remove(&cookie) else {
                     return;
                 };
+                if cmd.read.is_some_and(|b| b.len >= LARGE_READ) {
+                    self.large_reads -= 1;
+                }
                 if let Err(e) = result {
                     if cmd.error == 0 {
                         cmd.error = e.errno;
@@ -1174,6 +1196,7 @@ impl Engine {
         self.process_events();
         // Whatever the client no longer knew about is released too.
         self.cmds.clear();
+        self.large_reads = 0;
         self.finish_user_opt(libc::ENOTCONN, "the handle was closed");
     }
 }
