@@ -61,6 +61,7 @@ P = {
     "w5_extents_written": 2000,
     # workload 6: idle connected handles
     "w6_handles": 1000,
+    "w6_tls_handles": 300,
     # workload 7: nbdcopy over TLS (PSK), defaults (4 x 64 x 256 KiB)
     "w7_size": 4 * GIB if FULL else 512 * MIB,
 }
@@ -354,12 +355,17 @@ def w5(lib, srv, tmp):
     metric(label, "client CPU per scan, µs", None, f1).add(lib, cpu / scans * 1e6)
 
 
-def w6(lib, srv, tmp):
-    n = P["w6_handles"]
-    r = run([os.path.join(BIN, "handles"), srv["handles"].uri, str(n)], lib, tmp)
+def w6(lib, srv, tmp, tls=False):
+    n = P["w6_handles"] if not tls else P["w6_tls_handles"]
+    uri = srv["handles"].uri
+    label = f"6. {n} idle connected handles, nbdkit memory"
+    if tls:
+        keys = os.path.join(tmp, "keys.psk")
+        uri = f"nbds+unix://bench@/?socket={srv['tls-handles'].sock}&tls-psk-file={keys}"
+        label = f"6. {n} idle connected handles over TLS (PSK), nbdkit memory"
+    r = run([os.path.join(BIN, "handles"), uri, str(n)], lib, tmp)
     check_library(r.out, lib)
     res = next(results_lines(r.out))
-    label = f"6. {n} idle connected handles, nbdkit memory"
     growth = int(res["rss_after_kib"]) - int(res["rss_before_kib"])
     heap = int(res["heap_after"]) - int(res["heap_before"])
     metric(label, "RSS growth, KiB per handle", MEMORY, f2).add(lib, growth / n)
@@ -501,12 +507,16 @@ def main():
             serve("handles", ["nbdkit", "-f", "--exit-with-parent", "-t", "1", "-U", "@SOCK@",
                               "memory", "1G"])
 
-        if want(7):
+        if want(6) or want(7):
             keys = os.path.join(tmp, "keys.psk")
             with open(keys, "w") as f:
                 f.write("bench:" + os.urandom(32).hex() + "\n")
-            serve("tls", nbdkit + ["--tls=require", "--tls-psk=" + keys,
-                                   "pattern", str(P["w7_size"])])
+            tls = ["--tls=require", "--tls-psk=" + keys]
+        if want(6):
+            serve("tls-handles", ["nbdkit", "-f", "--exit-with-parent", "-t", "1", "-U", "@SOCK@"]
+                  + tls + ["memory", "1G"])
+        if want(7):
+            serve("tls", nbdkit + tls + ["pattern", str(P["w7_size"])])
 
         def fill(server):
             run([os.path.join(BIN, "aio-bench"), servers[server].uri, "0", "fill"],
@@ -525,7 +535,7 @@ def main():
                                for x in AIO_TESTS]))
         workloads += [
             (5, "block status", None, [w5]),
-            (6, "idle handles", None, [w6]),
+            (6, "idle handles", None, [w6, lambda lib, sv, t: w6(lib, sv, t, tls=True)]),
             (7, "nbdcopy over TLS", None, [w7]),
         ]
         for n, name, setup, cases in workloads:

@@ -91,6 +91,9 @@ open_handle (const char *uri)
 
   if (nbd == NULL)
     die ("nbd_create");
+  /* (A TLS URI may name a PSK file.) */
+  if (nbd_set_uri_allow_local_file (nbd, true) == -1)
+    die ("nbd_set_uri_allow_local_file");
   if (nbd_connect_uri (nbd, uri) == -1)
     die ("nbd_connect_uri");
   return nbd;

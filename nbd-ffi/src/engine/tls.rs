@@ -22,6 +22,7 @@ use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 
 /// What the handle's settings say about TLS, taken when connecting.
 #[derive(Debug, Clone)]
@@ -51,6 +52,8 @@ const MAX_PSK: usize = 512;
 /// One TLS session over the engine's socket.
 pub(crate) struct TlsSession {
     stream: SslStream<FdIo>,
+    /// Keeps the shared context (see [`shared_context`]) alive.
+    _ctx: Arc<SslContext>,
     handshaking: bool,
     /// Whether a PSK (not a certificate) must authenticate the server.
     psk: bool,
@@ -180,13 +183,107 @@ fn read_psk(file: &Path, username: &str) -> Result<Vec<u8>, String> {
     ))
 }
 
-/// Builds the OpenSSL context for `opts`.
-fn context(opts: &TlsOptions) -> Result<SslContext, String> {
+/// The certificates directory a connection uses: the one set (which must
+/// exist), else libnbd's default under `$HOME` if present.
+fn certificates_dir(opts: &TlsOptions) -> Result<Option<PathBuf>, String> {
+    match &opts.certificates {
+        Some(d) if !d.is_dir() => Err(format!(
+            "TLS certificates directory {}: not a directory",
+            d.display()
+        )),
+        Some(d) => Ok(Some(d.clone())),
+        None => Ok(default_certificates()),
+    }
+}
+
+/// Identity and version of a file (absent: `None`): a context built from
+/// it is reused only while the file is the same.
+type FileStamp = Option<(u64, u64, u64, i64, i64)>;
+
+fn stamp(path: &Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+/// What an OpenSSL context is built from: equal keys give the same context.
+#[derive(Debug, PartialEq, Eq)]
+struct ContextKey {
+    dir: Option<PathBuf>,
+    verify_peer: bool,
+    username: String,
+    psk_file: Option<PathBuf>,
+    files: Vec<FileStamp>,
+}
+
+impl ContextKey {
+    fn new(opts: &TlsOptions) -> Result<Self, String> {
+        let dir = match &opts.psk_file {
+            Some(_) => None,
+            None => certificates_dir(opts)?,
+        };
+        let files = match (&opts.psk_file, &dir) {
+            (Some(f), _) => vec![stamp(f)],
+            (None, Some(d)) => [
+                "ca-cert.pem",
+                "ca-crl.pem",
+                "client-cert.pem",
+                "client-key.pem",
+            ]
+            .iter()
+            .map(|f| stamp(&d.join(f)))
+            .collect(),
+            (None, None) => Vec::new(),
+        };
+        Ok(ContextKey {
+            dir,
+            verify_peer: opts.verify_peer,
+            username: opts.username.clone(),
+            psk_file: opts.psk_file.clone(),
+            files,
+        })
+    }
+}
+
+/// Contexts in use, shared by the sessions whose settings and files are
+/// the same (an OpenSSL context with the system's CAs loaded costs far
+/// more than a session). Only weak references are kept: a context, and
+/// the key or certificates it holds, goes with the last session using it.
+static SHARED: std::sync::Mutex<Vec<(ContextKey, Weak<SslContext>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The context for `opts`: a shared one if a live session has the same
+/// key, else a new one.
+fn shared_context(opts: &TlsOptions) -> Result<Arc<SslContext>, String> {
+    let key = ContextKey::new(opts)?;
+    // A panic elsewhere while holding the lock leaves only this list, which
+    // stays consistent: go on with it.
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    shared.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(ctx) = shared
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return Ok(ctx);
+    }
+    let ctx = Arc::new(context(opts, key.dir.as_deref())?);
+    shared.push((key, Arc::downgrade(&ctx)));
+    Ok(ctx)
+}
+
+/// Builds the OpenSSL context for `opts`, with certificates from `dir`.
+fn context(opts: &TlsOptions, dir: Option<&Path>) -> Result<SslContext, String> {
     let mut b = SslContextBuilder::new(SslMethod::tls_client()).map_err(|e| stack("TLS", &e))?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))
         .map_err(|e| stack("TLS", &e))?;
-    // Writes may be retried with a longer buffer after a partial write.
-    b.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
+    // Writes may be retried with a longer buffer after a partial write;
+    // an idle session gives its record buffers back.
+    b.set_mode(
+        SslMode::ENABLE_PARTIAL_WRITE
+            | SslMode::ACCEPT_MOVING_WRITE_BUFFER
+            | SslMode::RELEASE_BUFFERS,
+    );
     // A server that closes without close_notify is an end of file: the NBD
     // layer knows whether a reply was cut short, and says so.
     b.set_options(SslOptions::IGNORE_UNEXPECTED_EOF);
@@ -214,18 +311,6 @@ fn context(opts: &TlsOptions) -> Result<SslContext, String> {
     // adds its own CA; it does not turn verification off).
     b.set_default_verify_paths()
         .map_err(|e| stack("TLS system CA certificates", &e))?;
-    let dir = match &opts.certificates {
-        Some(d) => {
-            if !d.is_dir() {
-                return Err(format!(
-                    "TLS certificates directory {}: not a directory",
-                    d.display()
-                ));
-            }
-            Some(d.clone())
-        }
-        None => default_certificates(),
-    };
     if let Some(dir) = dir {
         let ca = dir.join("ca-cert.pem");
         if ca.exists() {
@@ -268,7 +353,7 @@ fn context(opts: &TlsOptions) -> Result<SslContext, String> {
 impl TlsSession {
     /// Prepares a client session on `fd`; [`TlsSession::handshake`] runs it.
     pub(crate) fn new(opts: &TlsOptions, fd: RawFd) -> Result<Self, String> {
-        let ctx = context(opts)?;
+        let ctx = shared_context(opts)?;
         let mut ssl = Ssl::new(&ctx).map_err(|e| stack("TLS", &e))?;
         let psk = opts.psk_file.is_some();
         if !psk {
@@ -297,6 +382,7 @@ impl TlsSession {
         let stream = SslStream::new(ssl, FdIo(fd)).map_err(|e| stack("TLS", &e))?;
         Ok(TlsSession {
             stream,
+            _ctx: ctx,
             handshaking: true,
             psk,
             read_waits: 0,
@@ -486,5 +572,68 @@ impl TlsSession {
         }
         self.close_notify_sent = true;
         let _ = self.stream.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn psk_opts(file: &Path, user: &str) -> TlsOptions {
+        TlsOptions {
+            certificates: None,
+            verify_peer: true,
+            username: user.into(),
+            psk_file: Some(file.to_path_buf()),
+            hostname: None,
+        }
+    }
+
+    #[test]
+    fn contexts_are_shared_while_settings_and_files_are_the_same() {
+        let dir = std::env::temp_dir().join(format!("nbd-tls-ctx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keys.psk");
+        let two = format!("alice:{}\nbob:{}\n", "11".repeat(32), "33".repeat(32));
+        std::fs::write(&file, two).unwrap();
+        let a = shared_context(&psk_opts(&file, "alice")).unwrap();
+        let b = shared_context(&psk_opts(&file, "alice")).unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "same settings, same files: one context"
+        );
+        let other_user = shared_context(&psk_opts(&file, "bob")).unwrap();
+        assert!(!Arc::ptr_eq(&a, &other_user));
+        // A new key in the file: a new context (the old one has the old key).
+        std::fs::write(&file, format!("alice:{}\n", "22".repeat(48))).unwrap();
+        let c = shared_context(&psk_opts(&file, "alice")).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c), "the key file changed");
+        // Only weak references are kept: the last user takes it away.
+        let weak = Arc::downgrade(&c);
+        drop(c);
+        assert!(weak.upgrade().is_none());
+        // A missing file is an error at handshake time, not a cached context.
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(shared_context(&psk_opts(&file, "alice")).is_err());
+    }
+
+    #[test]
+    fn psk_file_parsing() {
+        let dir = std::env::temp_dir().join(format!("nbd-tls-psk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keys.psk");
+        std::fs::write(&file, "bob:00ff\nalice:0a0B\n# comment\n").unwrap();
+        assert_eq!(read_psk(&file, "alice").unwrap(), [0x0a, 0x0b]);
+        assert_eq!(read_psk(&file, "bob").unwrap(), [0x00, 0xff]);
+        assert!(read_psk(&file, "carol")
+            .unwrap_err()
+            .contains("no key for username carol"));
+        std::fs::write(&file, "alice:abc\n").unwrap();
+        assert!(read_psk(&file, "alice").unwrap_err().contains("hex"));
+        std::fs::write(&file, "alice:zz\n").unwrap();
+        assert!(read_psk(&file, "alice")
+            .unwrap_err()
+            .contains("not hexadecimal"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
