@@ -34,6 +34,7 @@ use nbd_proto::wire::reply::{BlockStatus, ErrorChunk, Extent};
 use nbd_proto::wire::request::RequestHeader;
 use proptest::prelude::*;
 use std::collections::{HashMap, VecDeque};
+use std::sync::OnceLock;
 
 // ----- the export -----
 
@@ -69,15 +70,32 @@ const ZERO: u8 = 1;
 /// Unallocated (reads as zeroes).
 const HOLE: u8 = 2;
 
-/// The disk both the server and the model start from: 256 KiB of data (one
-/// 8 KiB stretch of it zero, but allocated), then holes.
-fn initial_disk() -> Vec<u8> {
-    let mut d = vec![0u8; SIZE as usize];
-    for (i, b) in d.iter_mut().enumerate().take(256 * 1024) {
-        *b = (i % 251) as u8 + 1;
+/// `n` commands, or a few under Miri (scripts/miri.sh), which interprets
+/// every step thousands of times slower: 12, or 4 when the session moves one
+/// byte at a time (about 25 s a command there).
+fn ops_count(n: usize, xfer: Xfer) -> usize {
+    match (cfg!(miri), xfer) {
+        (false, _) => n,
+        (true, Xfer::One) => n.min(4),
+        (true, _) => n.min(12),
     }
-    d[0x1_0000..0x1_2000].fill(0);
-    d
+}
+
+/// The disk both the server and the model start from: 256 KiB of data (one
+/// 8 KiB stretch of it zero, but allocated), then holes. Built once and
+/// copied: filling it byte by byte takes seconds under Miri, and some tests
+/// ask for it dozens of times.
+fn initial_disk() -> Vec<u8> {
+    static DISK: OnceLock<Vec<u8>> = OnceLock::new();
+    DISK.get_or_init(|| {
+        let mut d = vec![0u8; SIZE as usize];
+        for (i, b) in d.iter_mut().enumerate().take(256 * 1024) {
+            *b = (i % 251) as u8 + 1;
+        }
+        d[0x1_0000..0x1_2000].fill(0);
+        d
+    })
+    .clone()
 }
 
 fn initial_alloc() -> Vec<u8> {
@@ -1382,8 +1400,17 @@ fn run_session(s: &Session, ops: &[Op]) -> Outcome {
     }
 }
 
+/// 64 cases unless PROPTEST_CASES says otherwise (scripts/miri.sh asks for
+/// 4, as Miri runs each session thousands of times slower).
+fn mix_config() -> ProptestConfig {
+    match std::env::var_os("PROPTEST_CASES") {
+        Some(_) => ProptestConfig::default(),
+        None => ProptestConfig::with_cases(64),
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(mix_config())]
 
     /// Random command mixes in every negotiated mode, every transfer size and
     /// both driving styles, with replies in random order.
@@ -1391,6 +1418,7 @@ proptest! {
     fn random_command_mixes(s in session(), ops in prop::collection::vec(op(), 100..300)) {
         // One byte at a time is slow: keep those sessions shorter.
         let n = if s.xfer == Xfer::One { ops.len().min(120) } else { ops.len() };
+        let n = ops_count(n, s.xfer);
         run_session(&s, &ops[..n]);
     }
 }
@@ -1636,11 +1664,11 @@ fn disconnect_after_commands() {
 /// as feed / take_output.
 #[test]
 fn zero_copy_matches_feed() {
-    let ops = fixed_ops(200, 99);
+    let ops = fixed_ops(ops_count(200, Xfer::All), 99);
     for (structured, extended) in [(false, false), (true, false), (true, true)] {
         for xfer in [Xfer::One, Xfer::Random, Xfer::All] {
             let ops = if xfer == Xfer::One {
-                &ops[..60]
+                &ops[..ops_count(60, Xfer::One)]
             } else {
                 &ops[..]
             };
@@ -1744,7 +1772,7 @@ fn one_byte_at_a_time_extended() {
         seed: 11,
         disconnect: true,
     };
-    run_session(&s, &fixed_ops(150, 5));
+    run_session(&s, &fixed_ops(ops_count(150, Xfer::One), 5));
 }
 
 /// An oldstyle server: no negotiation, simple replies, and the export works.
