@@ -239,7 +239,8 @@ mod tests {
     fn free_runs_once_on_drop() {
         let raw = CompletionCallback {
             callback: None,
-            user_data: 42 as *mut c_void,
+            // An address that is never dereferenced (no provenance needed).
+            user_data: std::ptr::null_mut::<u8>().wrapping_add(42).cast::<c_void>(),
             free: Some(count_free),
         };
         // SAFETY: count_free accepts this user_data.
