@@ -555,6 +555,14 @@ pub struct NbdServerExport {
     pub readonly: bool,
 }
 
+/// Writes `keys.psk` in `scratch`: a fixed 32-byte pre-shared key for
+/// `user`, in psktool's `user:hexkey` format, as nbdkit and libnbd read it.
+pub fn psk_file(scratch: &Scratch, user: &str) -> PathBuf {
+    let path = scratch.file("keys.psk");
+    fs::write(&path, format!("{user}:{}\n", "5e".repeat(32))).expect("write PSK file");
+    path
+}
+
 /// A running NBD server on a Unix socket, stopped (SIGTERM, then SIGKILL)
 /// by PID when dropped.
 pub struct Server {
@@ -692,6 +700,15 @@ impl Server {
         Server::spawn("nbdkit", cmd, socket, log, "")
     }
 
+    /// `nbdkit` requiring TLS with the pre-shared keys in `keys` (see
+    /// [`psk_file`]), then the plugin and its parameters.
+    pub fn nbdkit_psk(scratch: &Scratch, keys: &Path, plugin_and_args: &[&str]) -> Server {
+        let psk = format!("--tls-psk={}", keys.display());
+        let mut args = vec!["--tls=require", psk.as_str()];
+        args.extend_from_slice(plugin_and_args);
+        Server::nbdkit(scratch, &args)
+    }
+
     /// `nbdkit` like [`Server::nbdkit`], listening on a free port of
     /// 127.0.0.1 instead of a Unix socket (see [`Server::tcp_port`]).
     pub fn nbdkit_tcp(scratch: &Scratch, plugin_and_args: &[&str]) -> Server {
@@ -804,6 +821,18 @@ impl Server {
     /// The URI of a named export.
     pub fn uri_for(&self, export: &str) -> String {
         format!("nbd+unix:///{export}?socket={}", self.socket.display())
+    }
+
+    /// The `nbds+unix` URI of the default export for a TLS server, as PSK
+    /// user `user` with the key file `keys` (connecting needs
+    /// `nbd_set_uri_allow_local_file`).
+    pub fn psk_uri(&self, user: &str, keys: &Path) -> String {
+        format!(
+            "nbds+unix://{user}@/{}?socket={}&tls-psk-file={}",
+            self.export,
+            self.socket.display(),
+            keys.display()
+        )
     }
 
     /// The server's PID.

@@ -721,11 +721,10 @@ fn socket_activation_starts_and_stops_the_server() {
 fn tls_psk_example() {
     setup();
     let scratch = Scratch::new();
-    let keys = scratch.file("keys.psk");
-    std::fs::write(&keys, format!("alice:{}\n", "a7".repeat(32))).unwrap();
+    let keys = psk_file(&scratch, "alice");
     let k = keys.to_str().unwrap();
     let psk = format!("--tls-psk={k}");
-    let kit = Server::nbdkit(&scratch, &["--tls=require", &psk, "memory", "8M"]);
+    let kit = Server::nbdkit_psk(&scratch, &keys, &["memory", "8M"]);
     let out = run_example_ok("tls-psk", &[k, "alice", kit.socket().to_str().unwrap()]);
     has_line(&out, "protocol: newstyle-fixed with TLS (PSK user alice)");
     has_line(&out, "wrote, read back and verified 262144 bytes over TLS");

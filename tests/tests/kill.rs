@@ -124,22 +124,15 @@ fn sigkill(pid: libc::pid_t) {
 /// With `tls`, the connection runs TLS with a pre-shared key.
 fn one_run(exe: &Path, seed: u64, delay: Duration, tls: bool) -> i64 {
     let scratch = Scratch::new();
-    let keys = scratch.file("keys.psk");
-    std::fs::write(&keys, format!("kill:{}\n", "5e".repeat(32))).expect("key file");
-    let psk = format!("--tls-psk={}", keys.display());
-    let server = if tls {
-        Server::nbdkit(&scratch, &["--tls=require", &psk, "memory", "64M"])
+    let (server, uri) = if tls {
+        let keys = psk_file(&scratch, "kill");
+        let server = Server::nbdkit_psk(&scratch, &keys, &["memory", "64M"]);
+        let uri = server.psk_uri("kill", &keys);
+        (server, uri)
     } else {
-        Server::nbdkit(&scratch, &["memory", "64M"])
-    };
-    let uri = if tls {
-        format!(
-            "nbds+unix://kill@/?socket={}&tls-psk-file={}",
-            server.socket().display(),
-            keys.display()
-        )
-    } else {
-        server.uri()
+        let server = Server::nbdkit(&scratch, &["memory", "64M"]);
+        let uri = server.uri();
+        (server, uri)
     };
     let mut cmd = tool(exe, Lib::UnderTest);
     cmd.arg("load").arg(uri).arg(format!("0x{seed:x}"));

@@ -20,16 +20,9 @@ fn eight_threads_share_one_handle_with_verified_data_and_own_errors() {
 #[test]
 fn eight_threads_share_one_tls_handle() {
     let scratch = Scratch::new();
-    let keys = scratch.file("keys.psk");
-    std::fs::write(&keys, format!("threads:{}\n", "c4".repeat(32))).unwrap();
-    let psk = format!("--tls-psk={}", keys.display());
-    let server = Server::nbdkit(&scratch, &["--tls=require", &psk, "memory", "64M"]);
-    let uri = format!(
-        "nbds+unix://threads@/?socket={}&tls-psk-file={}",
-        server.socket().display(),
-        keys.display()
-    );
-    stress(&uri, "2");
+    let keys = psk_file(&scratch, "threads");
+    let server = Server::nbdkit_psk(&scratch, &keys, &["memory", "64M"]);
+    stress(&server.psk_uri("threads", &keys), "2");
 }
 
 fn stress(uri: &str, seconds: &str) {

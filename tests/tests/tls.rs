@@ -358,11 +358,7 @@ fn uri_query_parameters_set_the_credentials() {
 fn nbdinfo_over_nbds_unix_matches_debians_libnbd() {
     let (scratch, pki) = setup();
     let server = nbdkit_psk(&scratch, &pki, "--tls=require");
-    let uri = format!(
-        "nbds+unix://{PSK_USER}@/?socket={}&tls-psk-file={}",
-        server.socket().display(),
-        pki.psk_file().display()
-    );
+    let uri = server.psk_uri(PSK_USER, &pki.psk_file());
     let nbdinfo = require("nbdinfo", "libnbd-bin");
     let ours = run_ok(tool(&nbdinfo, Lib::UnderTest).arg(&uri));
     assert!(
@@ -387,11 +383,7 @@ fn nbdinfo_over_nbds_unix_matches_debians_libnbd() {
 fn nbdcopy_through_tls_both_ways() {
     let (scratch, pki) = setup();
     let server = nbdkit_psk(&scratch, &pki, "--tls=require");
-    let uri = format!(
-        "nbds+unix://{PSK_USER}@/?socket={}&tls-psk-file={}",
-        server.socket().display(),
-        pki.psk_file().display()
-    );
+    let uri = server.psk_uri(PSK_USER, &pki.psk_file());
     let src = scratch.file("src.img");
     let data = pseudo_random(7, 16 << 20);
     std::fs::write(&src, &data).unwrap();

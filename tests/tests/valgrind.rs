@@ -149,10 +149,8 @@ fn examples_on_qemu_nbd_and_nbd_server_under_memcheck() {
 #[test]
 fn tls_psk_example_under_memcheck() {
     let scratch = Scratch::new();
-    let keys = scratch.file("keys.psk");
-    std::fs::write(&keys, format!("alice:{}\n", "3c".repeat(32))).unwrap();
-    let psk = format!("--tls-psk={}", keys.display());
-    let kit = Server::nbdkit(&scratch, &["--tls=require", &psk, "memory", "16M"]);
+    let keys = psk_file(&scratch, "alice");
+    let kit = Server::nbdkit_psk(&scratch, &keys, &["memory", "16M"]);
     check(
         &example_path("tls-psk"),
         &[
