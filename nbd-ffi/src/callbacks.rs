@@ -77,6 +77,40 @@ pub struct ExtentCallback {
     pub free: Option<unsafe extern "C" fn(user_data: *mut c_void)>,
 }
 
+/// `nbd_extent`: one entry of a 64-bit block status reply, as passed to
+/// `nbd_extent64_callback`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NbdExtent {
+    /// Length of the extent in bytes (never above `INT64_MAX`).
+    pub length: u64,
+    /// The context's flags for the extent (`LIBNBD_STATE_*` for
+    /// `base:allocation`).
+    pub flags: u64,
+}
+
+/// `nbd_extent64_callback`: receives the extents of one metadata context
+/// from `nbd_block_status_64` and `nbd_block_status_filter`.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Extent64Callback {
+    /// Called once per context with the extents starting at `offset`.
+    pub callback: Option<
+        unsafe extern "C" fn(
+            user_data: *mut c_void,
+            metacontext: *const c_char,
+            offset: u64,
+            entries: *mut NbdExtent,
+            nr_entries: libc::size_t,
+            error: *mut c_int,
+        ) -> c_int,
+    >,
+    /// Passed to `callback` and `free`.
+    pub user_data: *mut c_void,
+    /// Called once when the callback will not be called again.
+    pub free: Option<unsafe extern "C" fn(user_data: *mut c_void)>,
+}
+
 /// `nbd_list_callback`: called once per export the server lists.
 #[repr(C)]
 #[derive(Debug)]
@@ -155,6 +189,7 @@ callback_struct!(
     CompletionCallback,
     ChunkCallback,
     ExtentCallback,
+    Extent64Callback,
     ListCallback,
     ContextCallback,
     DebugCallback

@@ -27,6 +27,8 @@ pub const LIBNBD_SIZE_MINIMUM: c_int = 0;
 pub const LIBNBD_SIZE_PREFERRED: c_int = 1;
 /// The largest request payload the server accepts.
 pub const LIBNBD_SIZE_MAXIMUM: c_int = 2;
+/// The largest payload (write or block status filter) the server accepts.
+pub const LIBNBD_SIZE_PAYLOAD: c_int = 3;
 
 // ----- Command flags -----
 
@@ -41,7 +43,11 @@ pub const LIBNBD_CMD_FLAG_REQ_ONE: u32 = 0x08_u32;
 /// Fail a zero request quickly rather than writing zeroes slowly.
 pub const LIBNBD_CMD_FLAG_FAST_ZERO: u32 = 0x10_u32;
 /// Every command flag this library knows.
-pub const LIBNBD_CMD_FLAG_MASK: u32 = 0x1f_u32;
+/// The request carries a payload whose length is the request's length
+/// field (extended headers: block status filters, and writes when asked).
+pub const LIBNBD_CMD_FLAG_PAYLOAD_LEN: u32 = 0x20_u32;
+/// Every `LIBNBD_CMD_FLAG_*` bit.
+pub const LIBNBD_CMD_FLAG_MASK: u32 = 0x3f_u32;
 
 // ----- Handshake flags (nbd_set_handshake_flags) -----
 
@@ -65,7 +71,13 @@ pub const LIBNBD_STRICT_ZERO_SIZE: u32 = 0x08_u32;
 /// Refuse requests not aligned to the server's minimum block size.
 pub const LIBNBD_STRICT_ALIGN: u32 = 0x10_u32;
 /// Every strictness flag this library knows.
-pub const LIBNBD_STRICT_MASK: u32 = 0x1f_u32;
+/// Writes larger than the server's maximum payload fail with `ERANGE`.
+pub const LIBNBD_STRICT_PAYLOAD: u32 = 0x20_u32;
+/// The library sets `LIBNBD_CMD_FLAG_PAYLOAD_LEN` where the protocol needs
+/// it, instead of leaving it to the caller.
+pub const LIBNBD_STRICT_AUTO_FLAG: u32 = 0x40_u32;
+/// Every `LIBNBD_STRICT_*` bit.
+pub const LIBNBD_STRICT_MASK: u32 = 0x7f_u32;
 
 // ----- URI transports (nbd_set_uri_allow_transports) -----
 
@@ -76,7 +88,10 @@ pub const LIBNBD_ALLOW_TRANSPORT_UNIX: u32 = 0x02_u32;
 /// `nbd+vsock://` and `nbds+vsock://` URIs (`AF_VSOCK`).
 pub const LIBNBD_ALLOW_TRANSPORT_VSOCK: u32 = 0x04_u32;
 /// Every transport this library knows.
-pub const LIBNBD_ALLOW_TRANSPORT_MASK: u32 = 0x07_u32;
+/// `nbd+ssh://` and `nbds+ssh://` URIs.
+pub const LIBNBD_ALLOW_TRANSPORT_SSH: u32 = 0x08_u32;
+/// Every `LIBNBD_ALLOW_TRANSPORT_*` bit.
+pub const LIBNBD_ALLOW_TRANSPORT_MASK: u32 = 0x0f_u32;
 
 // ----- Shutdown flags (nbd_shutdown, nbd_aio_disconnect) -----
 
@@ -116,6 +131,17 @@ pub const LIBNBD_STATE_ZERO: c_int = 2;
 pub const NAMESPACE_BASE: &CStr = cstr(b"base:\0");
 /// The allocation metadata context defined by the NBD protocol.
 pub const CONTEXT_BASE_ALLOCATION: &CStr = cstr(b"base:allocation\0");
+/// The prefix of QEMU's metadata contexts.
+pub const NAMESPACE_QEMU: &CStr = cstr(b"qemu:\0");
+/// The prefix of QEMU's dirty bitmap contexts (`qemu:dirty-bitmap:NAME`).
+pub const CONTEXT_QEMU_DIRTY_BITMAP: &CStr = cstr(b"qemu:dirty-bitmap:\0");
+/// QEMU's allocation depth context.
+pub const CONTEXT_QEMU_ALLOCATION_DEPTH: &CStr = cstr(b"qemu:allocation-depth\0");
+
+// ----- qemu:dirty-bitmap extent flags -----
+
+/// The extent is dirty (written since the bitmap was created).
+pub const LIBNBD_STATE_DIRTY: c_int = 1;
 
 /// The longest export or metadata context name the NBD protocol permits.
 pub(crate) const MAX_STRING_LEN: usize = 4096;

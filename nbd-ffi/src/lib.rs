@@ -34,6 +34,6 @@ pub mod uri;
 pub mod callbacks;
 pub mod constants;
 mod engine;
-pub mod have;
+pub mod exports;
 mod hooks;
 mod ptr;

@@ -51,6 +51,21 @@ impl CReturn for i64 {
     }
 }
 
+/// Counters (`uint64_t`): these calls cannot fail in libnbd, so the only
+/// failures (NULL handle, panic) return 0.
+impl CReturn for u64 {
+    type C = u64;
+    fn into_c(self) -> u64 {
+        self
+    }
+    fn failure() -> u64 {
+        0
+    }
+    fn trace(&self) -> String {
+        self.to_string()
+    }
+}
+
 /// `ssize_t` counts.
 impl CReturn for isize {
     type C = isize;

@@ -111,6 +111,85 @@ pub(crate) unsafe fn argv<'a>(argv: *const *mut c_char) -> Result<Vec<&'a CStr>,
     Ok(out)
 }
 
+/// Reads a NULL-terminated list of strings (`char **`: metadata context
+/// queries, block status filters). It may be empty; NULL fails with `EFAULT`.
+///
+/// # Safety
+///
+/// `list` must be NULL or point to an array of pointers ending with NULL,
+/// each entry a NUL-terminated string, all valid for `'a`.
+#[allow(dead_code)] // used by the table's `strings` arguments
+pub(crate) unsafe fn string_list<'a>(
+    list: *const *mut c_char,
+    param: &'static str,
+) -> Result<Vec<&'a CStr>, Error> {
+    let list = required_ptr(list, param)?;
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: the array is NULL-terminated (contract above) and we stop at
+        // the terminator, so index out.len() is inside it.
+        let entry = unsafe { *list.as_ptr().add(out.len()) };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: each non-NULL entry is a valid C string (contract above).
+        out.push(unsafe { CStr::from_ptr(entry) });
+    }
+    Ok(out)
+}
+
+/// A socket address copied from the caller (`nbd_aio_connect`).
+#[derive(Clone, Copy)]
+#[allow(dead_code)] // used by the table's `sockaddr` arguments
+pub(crate) struct SockAddr {
+    /// The address bytes, in storage large enough for any family.
+    pub(crate) storage: libc::sockaddr_storage,
+    /// How many bytes of `storage` are the address.
+    pub(crate) len: libc::socklen_t,
+}
+
+impl std::fmt::Debug for SockAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SockAddr")
+            .field("family", &self.storage.ss_family)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Copies the caller's socket address: NULL fails with `EFAULT`, a length
+/// that no address has (0, or more than `sockaddr_storage`) with `EINVAL`.
+///
+/// # Safety
+///
+/// `addr` must be NULL or point to `addrlen` readable bytes.
+#[allow(dead_code)] // used by the table's `sockaddr` arguments
+pub(crate) unsafe fn sockaddr(
+    addr: *const libc::sockaddr,
+    addrlen: libc::socklen_t,
+) -> Result<SockAddr, Error> {
+    let addr = required_ptr(addr, "addr")?;
+    let len = addrlen as usize;
+    if len == 0 || len > std::mem::size_of::<libc::sockaddr_storage>() {
+        return Err(Error::Invalid(format!("invalid address length {addrlen}")));
+    }
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    // SAFETY: addr is readable for len bytes (contract above) and storage is
+    // at least len bytes (checked above); the two cannot overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr().cast::<u8>(),
+            std::ptr::addr_of_mut!(storage).cast::<u8>(),
+            len,
+        )
+    };
+    Ok(SockAddr {
+        storage,
+        len: addrlen,
+    })
+}
+
 /// A string allocated with `malloc`, handed to C which frees it with `free`.
 /// It is the return type of every `char *nbd_get_*` call.
 pub(crate) struct MallocStr(NonNull<c_char>);
