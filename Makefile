@@ -22,8 +22,10 @@ DESTDIR ?=
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 INSTALL ?= install
 
-# The single version source: the workspace version in Cargo.toml.
-VERSION := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n 1)
+# libnbd.pc carries the libnbd version whose API this library implements
+# (what `pkg-config --atleast-version` checks), from nbd-ffi's Cargo.toml
+# [package.metadata.libnbd], the same source as nbd_get_version.
+VERSION := $(shell sed -n '/^\[package.metadata.libnbd\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' nbd-ffi/Cargo.toml | head -n 1)
 
 ifeq ($(PROFILE),release)
 CARGO_PROFILE_FLAGS := --release
@@ -70,7 +72,7 @@ pc:
 	  'includedir=$(INCLUDEDIR)' \
 	  '' \
 	  'Name: libnbd' \
-	  'Description: Network Block Device client library (nbd-rs, compatible with libnbd 1.14)' \
+	  'Description: Network Block Device client library (nbd-rs, the libnbd $(VERSION) API)' \
 	  'Version: $(VERSION)' \
 	  'Libs: -L$${libdir} -lnbd' \
 	  'Cflags: -I$${includedir}' > $(OUT)/libnbd.pc

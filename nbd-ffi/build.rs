@@ -27,6 +27,9 @@ fn main() {
     let api = dir.join("api");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=api");
+    println!("cargo:rerun-if-changed=Cargo.toml");
+    let version = libnbd_version(&dir.join("Cargo.toml"));
+    println!("cargo:rustc-env=NBD_LIBNBD_VERSION={version}");
 
     let mut families = Vec::new();
     let mut names: Vec<PathBuf> = fs::read_dir(&api)
@@ -62,6 +65,26 @@ fn main() {
     write_if_changed(&out.join("mod.rs"), &rustfmt(gen_mod(&families)));
     write_if_changed(&out.join("have.rs"), &rustfmt(gen_have(&families)));
     write_if_changed(&dir.join("libnbd.syms"), &gen_syms(&families));
+}
+
+/// `package.metadata.libnbd.version` from nbd-ffi's Cargo.toml: the libnbd
+/// release whose API this library implements.
+fn libnbd_version(manifest: &Path) -> String {
+    let text = fs::read_to_string(manifest).expect("Cargo.toml is readable");
+    let mut in_section = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_section = line == "[package.metadata.libnbd]";
+        } else if let Some(v) = line.strip_prefix("version").filter(|_| in_section) {
+            let v = v.trim().trim_start_matches('=').trim().trim_matches('"');
+            assert!(
+                v.split('.').count() == 3 && v.split('.').all(|p| p.parse::<u32>().is_ok()),
+                "package.metadata.libnbd.version must be MAJOR.MINOR.RELEASE, not {v:?}"
+            );
+            return v.to_string();
+        }
+    }
+    panic!("nbd-ffi/Cargo.toml lacks [package.metadata.libnbd] version");
 }
 
 /// Formats generated Rust as `cargo fmt` would, so that the committed files
@@ -594,9 +617,12 @@ fn gen_func(out: &mut String, func: &Func) {
     } else {
         format!("|| [{}].join(\" \")", trace.join(", "))
     };
+    let uses_inner =
+        !matches!(&func.body, Body::Get(e) if !e.contains("inner")) || func.states.is_some();
     let _ = writeln!(
         out,
-        "        h.call(fname, {trace}, |inner| -> Result<{}, Error> {{",
+        "        h.call(fname, {trace}, |{}| -> Result<{}, Error> {{",
+        if uses_inner { "inner" } else { "_" },
         ret_rust(func.ret)
     );
 

@@ -9,8 +9,7 @@
 
 use crate::callbacks::{DebugCallback, Owned};
 use crate::errors::Error;
-use crate::handle::Handle;
-use crate::ptr;
+use crate::handle::HandleInner;
 use std::ffi::{c_int, CStr, CString};
 use std::io::Write;
 
@@ -81,92 +80,27 @@ pub(crate) fn quote_opt(s: Option<&CStr>) -> String {
     s.map_or_else(|| "NULL".to_string(), |s| quote(s.to_bytes()))
 }
 
-/// Turns debug messages on or off for the handle.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_set_debug(h: *mut Handle, debug: bool) -> c_int {
-    ffi_boundary!("nbd_set_debug", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(
-            fname,
-            || format!("debug={debug}"),
-            |inner| {
-                inner.debug.enabled = debug;
-                Ok(0)
-            },
-        )
-    })
+/// `nbd_set_debug_callback`: sends the handle's debug messages to the
+/// callback instead of stderr, replacing (and freeing) any callback set
+/// before. The callback runs with the handle locked and must not call
+/// `nbd_*` functions on the same handle.
+pub(crate) fn set_debug_callback(
+    inner: &mut HandleInner,
+    callback: Owned<DebugCallback>,
+) -> Result<c_int, Error> {
+    // Dropping the previous callback runs its free.
+    inner.debug.callback = Some(callback);
+    Ok(0)
 }
 
-/// Returns 1 if debug messages are on for the handle, else 0.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_get_debug(h: *mut Handle) -> c_int {
-    ffi_boundary!("nbd_get_debug", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |inner| Ok(inner.debug.enabled))
-    })
+/// `nbd_clear_debug_callback`: removes (and frees) the debug callback;
+/// messages go to stderr again.
+pub(crate) fn clear_debug_callback(inner: &mut HandleInner) -> Result<c_int, Error> {
+    inner.debug.callback = None;
+    Ok(0)
 }
 
-/// Sends the handle's debug messages to `debug_callback` instead of stderr,
-/// replacing (and freeing) any callback set before. The callback runs with
-/// the handle locked and must not call `nbd_*` functions on the same handle.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open;
-/// `debug_callback` must be callable (and freeable) with its `user_data`.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_set_debug_callback(
-    h: *mut Handle,
-    debug_callback: DebugCallback,
-) -> c_int {
-    ffi_boundary!("nbd_set_debug_callback", |fname| {
-        // SAFETY: the caller hands the callback over to us (see # Safety).
-        let callback = unsafe { Owned::new(debug_callback) };
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(
-            fname,
-            || "debug_callback=<fn>".to_string(),
-            move |inner| {
-                if callback.is_null() {
-                    return Err(Error::NullPointer {
-                        param: "debug_callback",
-                    });
-                }
-                // Dropping the previous callback runs its free.
-                inner.debug.callback = Some(callback);
-                Ok(0)
-            },
-        )
-    })
-}
-
-/// Removes (and frees) the debug callback; messages go to stderr again.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_clear_debug_callback(h: *mut Handle) -> c_int {
-    ffi_boundary!("nbd_clear_debug_callback", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |inner| {
-            inner.debug.callback = None;
-            Ok(0)
-        })
-    })
-}
+pub use crate::exports::debug::*;
 
 #[cfg(test)]
 mod tests {

@@ -12,11 +12,11 @@ use crate::debug::DebugSettings;
 use crate::errors::Error;
 use crate::negotiation::NegotiationSettings;
 use crate::panic::CReturn;
-use crate::ptr::{self, MallocStr};
+use crate::ptr;
 use crate::state::State;
 use crate::tls::TlsSettings;
 use crate::uri::UriPolicy;
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -172,122 +172,50 @@ pub unsafe extern "C" fn nbd_close(h: *mut Handle) {
     })
 }
 
-/// Sets the name used for this handle in debug messages.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open;
-/// `handle_name` must be NULL or a NUL-terminated string.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_set_handle_name(h: *mut Handle, handle_name: *const c_char) -> c_int {
-    ffi_boundary!("nbd_set_handle_name", |fname| {
-        // SAFETY: handle_name is NULL or a C string (see # Safety).
-        let name = unsafe { ptr::opt_cstr(handle_name) };
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(
-            fname,
-            || format!("handle_name={}", crate::debug::quote_opt(name)),
-            |inner| {
-                let name = ptr::required(name, "handle_name")?;
-                inner.name = name.to_owned();
-                Ok(0)
-            },
-        )
-    })
-}
+pub use crate::exports::handle::*;
 
-/// Returns a copy of the handle's name ("nbd1", "nbd2", ... unless set),
-/// which the caller must `free`.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_get_handle_name(h: *mut Handle) -> *mut c_char {
-    ffi_boundary!("nbd_get_handle_name", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |inner| MallocStr::new(&inner.name))
-    })
-}
+/// The package name reported by `nbd_get_package_name`: programs compare it
+/// with "libnbd", the API this library implements.
+pub(crate) const PACKAGE_NAME: &CStr = c_str(b"libnbd\0");
 
-/// Stores an application value in the handle and returns the previous one.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_set_private_data(
-    h: *mut Handle,
-    private_data: libc::uintptr_t,
-) -> libc::uintptr_t {
-    ffi_boundary!("nbd_set_private_data", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(
-            fname,
-            || format!("private_data={private_data}"),
-            |inner| Ok(std::mem::replace(&mut inner.private_data, private_data)),
-        )
-    })
-}
+/// The libnbd version whose API and ABI this library implements, reported by
+/// `nbd_get_version` (programs compare it with the version they were built
+/// for). It comes from `package.metadata.libnbd.version` in nbd-ffi's
+/// Cargo.toml, through build.rs.
+pub(crate) const LIBNBD_VERSION: &CStr =
+    c_str(concat!(env!("NBD_LIBNBD_VERSION"), "\0").as_bytes());
 
-/// Returns the application value stored with `nbd_set_private_data` (0 if
-/// none).
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_get_private_data(h: *mut Handle) -> libc::uintptr_t {
-    ffi_boundary!("nbd_get_private_data", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |inner| Ok(inner.private_data))
-    })
-}
+/// This implementation's own name and release, reported by
+/// `nbd_get_version_extra` (where libnbd's packagers put their build's
+/// extra version): "nbd-rs " and the workspace version from Cargo.toml.
+pub(crate) const VERSION_EXTRA: &CStr =
+    c_str(concat!("nbd-rs ", env!("CARGO_PKG_VERSION"), "\0").as_bytes());
 
-/// The package name reported by `nbd_get_package_name`.
-const PACKAGE_NAME: &CStr = match CStr::from_bytes_with_nul(b"nbd-rs\0") {
-    Ok(s) => s,
-    Err(_) => panic!("bad package name"),
-};
-
-/// The version reported by `nbd_get_version`: the workspace version from
-/// Cargo.toml, the single source of the version number.
-const VERSION: &CStr =
-    match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+/// Builds a `&CStr` at compile time; a missing or early NUL stops the build.
+const fn c_str(bytes: &'static [u8]) -> &'static CStr {
+    match CStr::from_bytes_with_nul(bytes) {
         Ok(s) => s,
-        Err(_) => panic!("bad version"),
-    };
-
-/// Returns the name of this library's package, "nbd-rs" (a static string).
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_get_package_name(h: *mut Handle) -> *const c_char {
-    ffi_boundary!("nbd_get_package_name", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |_| Ok(PACKAGE_NAME))
-    })
+        Err(_) => panic!("bad C string constant"),
+    }
 }
 
-/// Returns the library version, "major.minor.release" (a static string).
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_get_version(h: *mut Handle) -> *const c_char {
-    ffi_boundary!("nbd_get_version", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |_| Ok(VERSION))
-    })
+/// `nbd_get_handle_size`: the bytes the handle holds, as far as the library
+/// can count them: the handle itself, its strings and lists, and the
+/// connection's buffers and commands in flight.
+pub(crate) fn handle_size(inner: &mut HandleInner) -> Result<isize, Error> {
+    let strings = |v: &[CString]| v.iter().map(|s| s.as_bytes_with_nul().len()).sum::<usize>();
+    let opt = |s: &Option<CString>| s.as_ref().map_or(0, |s| s.as_bytes_with_nul().len());
+    let n = &inner.negotiation;
+    let size = std::mem::size_of::<Handle>()
+        + inner.name.as_bytes_with_nul().len()
+        + n.export_name.as_bytes_with_nul().len()
+        + strings(&n.meta_contexts)
+        + n.meta_contexts.capacity() * std::mem::size_of::<CString>()
+        + opt(&inner.tls.certificates)
+        + opt(&inner.tls.username)
+        + opt(&inner.tls.psk_file)
+        + inner.engine.heap_size();
+    Ok(isize::try_from(size).unwrap_or(isize::MAX))
 }
 
 #[cfg(test)]
@@ -303,8 +231,22 @@ mod tests {
     }
 
     #[test]
-    fn version_comes_from_cargo() {
-        assert_eq!(VERSION.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    fn versions() {
+        assert_eq!(PACKAGE_NAME.to_str().unwrap(), "libnbd");
+        // "1.N.M" with N even: a stable libnbd release.
+        let v: Vec<u32> = LIBNBD_VERSION
+            .to_str()
+            .unwrap()
+            .split('.')
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(v.len(), 3);
+        assert_eq!((v[0], v[1] % 2), (1, 0));
+        assert!(v[1] >= 24);
+        assert_eq!(
+            VERSION_EXTRA.to_str().unwrap(),
+            format!("nbd-rs {}", env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[test]

@@ -7,9 +7,7 @@
 //! each call's permitted groups ("HANDLE STATE"). Until the connection engine
 //! lands, handles stay in `State::Created`.
 
-use crate::handle::Handle;
-use crate::ptr;
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::CStr;
 
 /// The seven states a handle can be seen in from C.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +43,7 @@ impl State {
     }
 
     /// The text of `nbd_connection_state`: the short name and a description.
-    fn description(self) -> &'static CStr {
+    pub(crate) fn description(self) -> &'static CStr {
         let text: &'static [u8] = match self {
             State::Created => b"START: handle created, no connection attempted yet\0",
             State::Connecting => b"CONNECT: setting up the connection to the server\0",
@@ -140,125 +138,7 @@ impl Permitted {
     }
 }
 
-/// Shared body of the `nbd_aio_is_*` predicates.
-///
-/// # Safety
-///
-/// `h` must be NULL or an open handle.
-unsafe fn is_state(
-    fname: &'static str,
-    h: *mut Handle,
-    pred: impl FnOnce(State) -> bool,
-) -> Result<bool, crate::errors::Error> {
-    // SAFETY: forwarded from this function's contract.
-    let h = unsafe { ptr::handle(h) }?;
-    h.call(fname, String::new, |inner| Ok(pred(inner.state())))
-}
-
-/// Returns 1 if the handle has not started connecting yet, else 0.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_aio_is_created(h: *mut Handle) -> c_int {
-    ffi_boundary!("nbd_aio_is_created", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        unsafe { is_state(fname, h, |s| s == State::Created) }
-    })
-}
-
-/// Returns 1 while the handle is connecting to the server, else 0.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_aio_is_connecting(h: *mut Handle) -> c_int {
-    ffi_boundary!("nbd_aio_is_connecting", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        unsafe { is_state(fname, h, |s| s == State::Connecting) }
-    })
-}
-
-/// Returns 1 while the handle is negotiating options with the server, else 0.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_aio_is_negotiating(h: *mut Handle) -> c_int {
-    ffi_boundary!("nbd_aio_is_negotiating", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        unsafe { is_state(fname, h, |s| s == State::Negotiating) }
-    })
-}
-
-/// Returns 1 if the handle is connected and idle, else 0.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_aio_is_ready(h: *mut Handle) -> c_int {
-    ffi_boundary!("nbd_aio_is_ready", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        unsafe { is_state(fname, h, |s| s == State::Ready) }
-    })
-}
-
-/// Returns 1 if the handle is connected and busy with commands, else 0.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_aio_is_processing(h: *mut Handle) -> c_int {
-    ffi_boundary!("nbd_aio_is_processing", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        unsafe { is_state(fname, h, |s| s == State::Processing) }
-    })
-}
-
-/// Returns 1 if the connection failed and the handle can only be closed.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_aio_is_dead(h: *mut Handle) -> c_int {
-    ffi_boundary!("nbd_aio_is_dead", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        unsafe { is_state(fname, h, |s| s == State::Dead) }
-    })
-}
-
-/// Returns 1 if the connection was shut down, else 0.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_aio_is_closed(h: *mut Handle) -> c_int {
-    ffi_boundary!("nbd_aio_is_closed", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        unsafe { is_state(fname, h, |s| s == State::Closed) }
-    })
-}
-
-/// Returns a static string describing the connection state, for humans.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_connection_state(h: *mut Handle) -> *const c_char {
-    ffi_boundary!("nbd_connection_state", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |inner| Ok(inner.state().description()))
-    })
-}
+pub use crate::exports::state::*;
 
 #[cfg(test)]
 mod tests {

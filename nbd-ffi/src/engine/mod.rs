@@ -15,6 +15,7 @@
 //! callback's `.free` runs.
 
 mod cookie_hash;
+mod size;
 pub(crate) mod tls;
 pub(crate) mod transport;
 
