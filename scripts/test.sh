@@ -17,6 +17,11 @@ cargo build -p nbd-proto --no-default-features
 echo "== tests"
 cargo test --workspace
 
+echo "== generated files are committed as generated"
+# build.rs rewrites nbd-ffi/src/exports/ and libnbd.syms from the API table
+# (nbd-ffi/api/) during the build above; any difference was not committed.
+git diff --exit-code -- nbd-ffi/src/exports nbd-ffi/libnbd.syms
+
 echo "== fuzz targets (${FUZZ_SECONDS:-20} s each)"
 fuzz/run.sh "${FUZZ_SECONDS:-20}"
 

@@ -27,7 +27,14 @@ fn committed_header_is_cbindgen_output() {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     let pinned = pinned_version();
+    // CI installs the pinned cbindgen (scripts/install-deps.sh): there a
+    // missing or different cbindgen is a failure, not a reason to skip.
+    let must_run = std::env::var_os("CI").is_some();
     match installed {
+        None if must_run => panic!("cbindgen {pinned} is not installed (CI must have it)"),
+        Some(v) if must_run && v != format!("cbindgen {pinned}") => {
+            panic!("found {v}, but the header is generated with cbindgen {pinned}")
+        }
         None => {
             eprintln!(
                 "SKIPPED committed_header_is_cbindgen_output: cbindgen is not installed \
