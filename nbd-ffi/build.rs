@@ -15,7 +15,8 @@
 //! The outputs are committed (cbindgen reads `src/exports/` to write
 //! `include/libnbd.h`, and `build-so.sh` reads `libnbd.syms`); a file is
 //! rewritten only when its content changes, so an unchanged table costs
-//! nothing. `tests/api_table.rs` checks the table against libnbd's ABI list.
+//! nothing. `tests/abi_symbols.rs` checks the built library against libnbd's
+//! ABI list, and CI fails if a generated file differs from what is committed.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -1,8 +1,14 @@
 //! The libnbd C ABI on top of `nbd-proto`.
 //!
 //! This crate builds as a static library that `build-so.sh` links into
-//! `libnbd.so.0`, exporting exactly libnbd 1.14's functions with libnbd's
-//! symbol versions; `include/libnbd.h` is generated from it by cbindgen.
+//! `libnbd.so.0`, exporting exactly libnbd 1.24's 165 functions with
+//! libnbd's symbol versions; `include/libnbd.h` is generated from it by
+//! cbindgen.
+//!
+//! The exports are declared once, in the API table (`api/*.api`), from which
+//! `build.rs` generates [`exports`] (each export's boilerplate: panic
+//! boundary, handle lock, debug trace, state and argument checks), the
+//! `LIBNBD_HAVE_*` macros and the linker version script.
 //!
 //! Layout: the infrastructure every export uses (`panic`'s boundary
 //! macro, `errors`, `ptr`, `callbacks`, `state`), then one module per
