@@ -473,6 +473,119 @@ pub fn without_library_lines(text: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------
+// libnbd 1.24 (the newest Debian ships), extracted under one root
+
+/// Where `scripts/install-deps.sh` extracts libnbd 1.24 and nbdkit 1.48
+/// (with `../shared/tools/libnbd-latest.sh`) unless `LIBNBD_LATEST` says
+/// otherwise.
+pub const LIBNBD_LATEST_DEFAULT: &str = "/tmp/libnbd-latest";
+
+/// The root of the extracted libnbd 1.24: `LIBNBD_LATEST`, else
+/// [`LIBNBD_LATEST_DEFAULT`].  Fails the test, saying how to make it, when
+/// its `run` wrapper is missing (CI always has it).
+pub fn latest_root() -> PathBuf {
+    let root = match std::env::var_os("LIBNBD_LATEST") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(LIBNBD_LATEST_DEFAULT),
+    };
+    assert!(
+        root.join("run").is_file() && root.join("sysroot").is_dir(),
+        "libnbd 1.24 is not extracted under {} (no run wrapper there): run \
+         scripts/install-deps.sh, or ../shared/tools/libnbd-latest.sh {0} \
+         (set LIBNBD_LATEST to use another root)",
+        root.display()
+    );
+    root
+}
+
+/// The directory of libnbd 1.24.4's own `libnbd.so.0` (and of the other
+/// libraries of that suite).
+pub fn latest_libdir() -> PathBuf {
+    latest_root().join("sysroot/usr/lib/x86_64-linux-gnu")
+}
+
+/// libnbd 1.24's header, the specification of the functions added after 1.14.
+pub fn latest_header() -> PathBuf {
+    latest_root().join("sysroot/usr/include/libnbd.h")
+}
+
+/// The `.so` of nbdkit 1.48's plugin `name` (`memory`, `pattern`, `data`
+/// ...): nbdkit from the root looks for plugins in the host's directory,
+/// which holds Debian's older nbdkit's plugins, so the path is given.
+pub fn latest_nbdkit_plugin(name: &str) -> PathBuf {
+    let p = latest_libdir().join(format!("nbdkit/plugins/nbdkit-{name}-plugin.so"));
+    assert!(p.is_file(), "nbdkit 1.48 has no plugin {}", p.display());
+    p
+}
+
+/// Which library a libnbd 1.24 program runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// libnbd 1.24.4 itself: the reference.
+    Libnbd,
+    /// The library under test ([`libnbd_dir`]), put first with `run --lib`.
+    UnderTest,
+}
+
+impl Side {
+    /// Both sides, the reference first.
+    pub const BOTH: [Side; 2] = [Side::Libnbd, Side::UnderTest];
+
+    /// A short name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Libnbd => "libnbd 1.24.4",
+            Side::UnderTest => "library under test",
+        }
+    }
+}
+
+/// True when the "library under test" is in fact libnbd 1.24.4's own
+/// (`NBD_TEST_LIBDIR` pointing at [`latest_libdir`]): how the tests of
+/// `latest.rs` are validated before our library has every 1.24 function.
+pub fn under_test_is_latest() -> bool {
+    match (libnbd_dir().canonicalize(), latest_libdir().canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// A command running libnbd 1.24's `program` (`nbdinfo`, `nbdcopy`,
+/// `nbddump`, `nbdsh`, `nbdkit` ...) through `ROOT/run`, on libnbd 1.24.4
+/// or, with `--lib`, on the library under test.  Same arguments, same
+/// loader and C library either way: only `libnbd.so.0` differs.
+pub fn latest_tool(program: &str, side: Side) -> Command {
+    let mut cmd = Command::new(latest_root().join("run"));
+    if side == Side::UnderTest {
+        cmd.arg("--lib").arg(libnbd_dir());
+    }
+    cmd.arg(program);
+    cmd.env_remove("LD_LIBRARY_PATH");
+    cmd.env_remove("LD_PRELOAD");
+    cmd.env("LC_ALL", "C");
+    cmd
+}
+
+/// The path of the `libnbd.so.0` that libnbd 1.24's Python module loaded in
+/// `nbdsh` on `side` (read from `/proc/self/maps`, whatever the library
+/// calls itself).
+pub fn latest_nbdsh_loaded_library(side: Side) -> PathBuf {
+    let script = "import re\n\
+                  for l in open('/proc/self/maps'):\n    \
+                  m = re.search(r'(/\\S*/libnbd\\.so[.0-9]*)$', l.strip())\n    \
+                  if m:\n        print('LOADED', m.group(1)); break\n";
+    let out = run_ok(latest_tool("nbdsh", side).args(["-c", script]));
+    let path = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("LOADED "))
+        .unwrap_or_else(|| panic!("nbdsh on {} mapped no libnbd.so", side.name()));
+    Path::new(path)
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+// ---------------------------------------------------------------------------
 // C examples
 
 /// The C example programs (`c-examples/*.c`).
@@ -698,6 +811,20 @@ impl Server {
             .arg(&socket)
             .args(plugin_and_args);
         Server::spawn("nbdkit", cmd, socket, log, "")
+    }
+
+    /// libnbd 1.24's companion nbdkit 1.48 (from [`latest_root`]) in the
+    /// foreground, with a plugin by name (see [`latest_nbdkit_plugin`]) and
+    /// its parameters, e.g. `&["memory", "8M"]`; the default export is "".
+    pub fn nbdkit_latest(scratch: &Scratch, plugin_and_args: &[&str]) -> Server {
+        let (plugin, args) = plugin_and_args.split_first().expect("a plugin name");
+        let (socket, log) = server_paths(scratch, "nbdkit-1.48");
+        let mut cmd = latest_tool("nbdkit", Side::Libnbd);
+        cmd.args(["--foreground", "--exit-with-parent", "-U"])
+            .arg(&socket)
+            .arg(latest_nbdkit_plugin(plugin))
+            .args(args);
+        Server::spawn("nbdkit 1.48", cmd, socket, log, "")
     }
 
     /// `nbdkit` requiring TLS with the pre-shared keys in `keys` (see
