@@ -347,17 +347,39 @@ pub fn libnbd_dir() -> PathBuf {
     .clone()
 }
 
-/// The package name the library under test must report.  Normally ours
-/// ("nbd-rs"); only when `NBD_TEST_LIBDIR` points at a system directory
-/// (validating the suite with Debian's libnbd) is Debian's name expected
-/// instead, so the "our library was loaded" check is switched to "Debian's
-/// library was loaded" in that one case and no other.
-pub fn expected_package_name() -> &'static str {
-    if std::env::var_os("NBD_TEST_LIBDIR").is_some() && is_system_dir(&libnbd_dir()) {
-        DEBIAN_PACKAGE_NAME
-    } else {
-        OUR_PACKAGE_NAME
-    }
+/// Python for `nbdsh -c`: prints `LOADED <path>` for the `libnbd.so` the
+/// process has mapped (from `/proc/self/maps`), whatever name and version
+/// that library reports: how the tests tell which library a script ran on
+/// (ours reports libnbd's package name and the libnbd version it
+/// implements, so names alone cannot tell).
+pub const NBDSH_PRINT_LOADED: &str = "import re as _re\n\
+    for _l in open('/proc/self/maps'):\n    \
+    _m = _re.search(r'(/\\S*/libnbd\\.so[.0-9]*)$', _l.strip())\n    \
+    if _m:\n        print('LOADED', _m.group(1)); break\n";
+
+/// The library an nbdsh run with [`NBDSH_PRINT_LOADED`] had mapped.
+pub fn loaded_library(stdout: &str) -> PathBuf {
+    let path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("LOADED "))
+        .unwrap_or_else(|| panic!("no LOADED line (was NBDSH_PRINT_LOADED run?):\n{stdout}"));
+    Path::new(path)
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Asserts that an nbdsh run with [`NBDSH_PRINT_LOADED`] ran on the
+/// library under test ([`libnbd_dir`]).
+pub fn assert_ran_on_library_under_test(stdout: &str) {
+    let want = libnbd_dir()
+        .join("libnbd.so.0")
+        .canonicalize()
+        .expect("the library under test");
+    assert_eq!(
+        loaded_library(stdout),
+        want,
+        "the script did not run on the library under test:\n{stdout}"
+    );
 }
 
 /// Which libnbd a program should load.
@@ -431,33 +453,41 @@ pub fn assert_binary_loads(binary: &Path, lib: Lib) {
     }
 }
 
-/// Runs `nbdsh` on the library under test and asserts that the library
-/// reports the expected package name ("nbd-rs", see
-/// [`expected_package_name`]).  Checked once per test binary.
+/// Runs `nbdsh` on the library under test and asserts that the process
+/// mapped that library (see [`NBDSH_PRINT_LOADED`]).  Checked once per test
+/// binary.
 pub fn assert_library_under_test_loaded() {
-    static CHECKED: OnceLock<()> = OnceLock::new();
-    CHECKED.get_or_init(|| {
-        let nbdsh = require("nbdsh", "libnbd-bin");
-        let out = run(tool(&nbdsh, Lib::UnderTest)
-            .args(["-c", "print('PACKAGE', h.get_package_name(), h.get_version())"]));
-        assert!(
-            out.status.success(),
-            "nbdsh failed (is python3-libnbd installed? it must be importable by /usr/bin/python3):\n{}",
-            out.stderr
-        );
-        let line = out
-            .stdout
-            .lines()
-            .find(|l| l.starts_with("PACKAGE "))
-            .expect("nbdsh printed the package");
-        let name = line.split_whitespace().nth(1).unwrap_or_default();
-        assert_eq!(
-            name,
-            expected_package_name(),
-            "the library loaded from {} reports package {name:?}",
-            libnbd_dir().display()
-        );
-    });
+    under_test_identity();
+}
+
+/// "NAME VERSION" as the library under test reports them
+/// (`nbd_get_package_name`, `nbd_get_version`), read through `nbdsh` once
+/// the run is known to have mapped that library; programs such as
+/// `nbdinfo --version` print the same.
+pub fn under_test_identity() -> String {
+    static IDENTITY: OnceLock<String> = OnceLock::new();
+    IDENTITY
+        .get_or_init(|| {
+            let nbdsh = require("nbdsh", "libnbd-bin");
+            let out = run(tool(&nbdsh, Lib::UnderTest).args([
+                "-c",
+                NBDSH_PRINT_LOADED,
+                "-c",
+                "print('PACKAGE', h.get_package_name(), h.get_version())",
+            ]));
+            assert!(
+                out.status.success(),
+                "nbdsh failed (is python3-libnbd installed? it must be importable by /usr/bin/python3):\n{}",
+                out.stderr
+            );
+            assert_ran_on_library_under_test(&out.stdout);
+            out.stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("PACKAGE "))
+                .expect("nbdsh printed the package")
+                .to_string()
+        })
+        .clone()
 }
 
 /// Lines of `text` without those naming a libnbd implementation and its
@@ -570,19 +600,8 @@ pub fn latest_tool(program: &str, side: Side) -> Command {
 /// `nbdsh` on `side` (read from `/proc/self/maps`, whatever the library
 /// calls itself).
 pub fn latest_nbdsh_loaded_library(side: Side) -> PathBuf {
-    let script = "import re\n\
-                  for l in open('/proc/self/maps'):\n    \
-                  m = re.search(r'(/\\S*/libnbd\\.so[.0-9]*)$', l.strip())\n    \
-                  if m:\n        print('LOADED', m.group(1)); break\n";
-    let out = run_ok(latest_tool("nbdsh", side).args(["-c", script]));
-    let path = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("LOADED "))
-        .unwrap_or_else(|| panic!("nbdsh on {} mapped no libnbd.so", side.name()));
-    Path::new(path)
-        .canonicalize()
-        .unwrap_or_else(|e| panic!("{path}: {e}"))
+    let out = run_ok(latest_tool("nbdsh", side).args(["-c", NBDSH_PRINT_LOADED]));
+    loaded_library(&out.stdout)
 }
 
 // ---------------------------------------------------------------------------
