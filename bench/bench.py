@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark of Debian's libnbd and ours (nbd-rs).
+"""Side-by-side benchmark of Debian's libnbd 1.14, libnbd 1.24.4 and ours (nbd-rs).
 
 Run it through bench/run.sh, which builds the library and the C programs
-first.  Every measurement runs the *same* binary twice, once with
-LD_LIBRARY_PATH unset (Debian's /usr/lib/x86_64-linux-gnu/libnbd.so.0) and
-once with LD_LIBRARY_PATH=target/release (ours); the two alternate within
-each repetition (which one goes first alternates from one repetition and
-one test to the next) so both see the same machine conditions, and medians
-are reported.  The aio-bench tests alternate one test at a time.
+first.  Every measurement runs the *same* binary once per library: Debian's
+/usr/lib/x86_64-linux-gnu/libnbd.so.0 (1.14), libnbd 1.24.4's from the
+extracted libnbd 1.24 (LIBNBD_LATEST, default /tmp/libnbd-latest, made by
+scripts/install-deps.sh) and ours (target/release/libnbd.so.0).  libnbd
+1.24.4 is built for a newer C library than the host's, so every run, on
+every library, goes through that root's dynamic loader
+(ld-linux-x86-64.so.2 --library-path DIR:ROOT's libraries BINARY ...),
+where DIR holds only the chosen libnbd.so.0: the binaries, the loader, glibc
+and every other library are the same for all three, only libnbd.so.0
+differs.  The libraries alternate within each repetition (which one goes
+first rotates from one repetition and one test to the next) so all see the
+same machine conditions, and medians are reported.  The aio-bench tests
+alternate one test at a time.
 
 Client CPU is the benchmarked client process's own user + system time:
 os.wait4() on its PID for nbdcopy and fio (threads included; fio runs with
@@ -15,8 +22,10 @@ os.wait4() on its PID for nbdcopy and fio (threads included; fio runs with
 servers are separate processes whose CPU is never counted.
 
 Environment: REPS=N (repetitions, default 5), FULL=1 (the long workloads),
-ONLY=1,4 (a subset of the workloads), PIN=1 (clients on CPU 0, servers on
-the other CPUs), RESULTS=path (default bench/results.md).
+SMOKE=1 (tiny sizes: checks that everything runs, measures nothing),
+ONLY=1,4 (a subset of the workloads), LIBS=debian,ours (a subset of
+debian, libnbd124, ours), PIN=1 (clients on CPU 0, servers on the other
+CPUs), RESULTS=path (default bench/results.md).
 """
 
 import json
@@ -36,8 +45,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OURS_DIR = os.path.join(ROOT, "target", "release")
 BIN = os.path.join(ROOT, "target", "bench")
 DEBIAN_LIB = "/usr/lib/x86_64-linux-gnu/libnbd.so.0"
+LATEST = os.environ.get("LIBNBD_LATEST") or "/tmp/libnbd-latest"
+SYSROOT = os.path.join(LATEST, "sysroot")
+SYSLIBS = [os.path.join(SYSROOT, "usr/lib/x86_64-linux-gnu"),
+           os.path.join(SYSROOT, "lib/x86_64-linux-gnu")]
+LOADER = os.path.join(SYSLIBS[0], "ld-linux-x86-64.so.2")
+# The libnbd.so.0 of each library; each gets a directory holding only it.
+LIB_FILES = {
+    "debian": DEBIAN_LIB,
+    "libnbd124": os.path.join(SYSLIBS[0], "libnbd.so.0"),
+    "ours": os.path.join(OURS_DIR, "libnbd.so.0"),
+}
+LIB_NAMES = {"debian": "Debian libnbd 1.14", "libnbd124": "libnbd 1.24.4", "ours": "ours"}
 
 FULL = os.environ.get("FULL", "") == "1"
+SMOKE = os.environ.get("SMOKE", "") == "1"
 REPS = int(os.environ.get("REPS", "5"))
 PIN = os.environ.get("PIN", "") == "1" and (os.cpu_count() or 1) >= 2
 ONLY = {int(x) for x in os.environ.get("ONLY", "").split(",") if x.strip()}
@@ -65,17 +87,72 @@ P = {
     # workload 7: nbdcopy over TLS (PSK), defaults (4 x 64 x 256 KiB)
     "w7_size": 4 * GIB if FULL else 512 * MIB,
 }
+if SMOKE:
+    P.update(w1_size=64 * MIB, w2_size=8 * MIB, w3_runtime=1, w4_seconds=0.02,
+             w5_scans=2, w5_extents_written=50, w6_handles=20, w6_tls_handles=5,
+             w7_size=32 * MIB)
 
-LIBS = ("debian", "ours")
+LIBS = tuple(x.strip() for x in os.environ.get("LIBS", "debian,libnbd124,ours").split(",")
+             if x.strip())
+for _lib in LIBS:
+    if _lib not in LIB_FILES:
+        sys.exit(f"bench: unknown library {_lib!r} in LIBS (debian, libnbd124, ours)")
+LIB_DIRS = {lib: os.path.join(BIN, "lib", lib) for lib in LIB_FILES}
 
 
 def lib_env(lib):
+    """The environment of every client run: no LD_LIBRARY_PATH or
+    LD_PRELOAD (the loader's --library-path picks the library)."""
     env = dict(os.environ)
     env.pop("LD_LIBRARY_PATH", None)
     env.pop("LD_PRELOAD", None)
-    if lib == "ours":
-        env["LD_LIBRARY_PATH"] = OURS_DIR
     return env
+
+
+def which(prog):
+    """A client program's path: the system's (/usr/bin first), as before."""
+    if os.path.sep in prog:
+        return prog
+    path = shutil.which(prog, path="/usr/bin:/bin:" + os.environ.get("PATH", ""))
+    if not path:
+        raise RuntimeError(f"{prog} is not installed")
+    return path
+
+
+def under_loader(cmd, lib, *loader_opts):
+    """cmd run by LATEST's loader with lib's libnbd.so.0 first."""
+    libpath = ":".join([LIB_DIRS[lib]] + SYSLIBS)
+    return [LOADER, *loader_opts, "--library-path", libpath, which(cmd[0])] + list(cmd[1:])
+
+
+def prepare_libs():
+    """One directory per library holding only its libnbd.so.0 (a symlink)."""
+    if not os.access(LOADER, os.X_OK):
+        sys.exit(f"bench: {LOADER} is missing: run scripts/install-deps.sh "
+                 f"(or ../shared/tools/libnbd-latest.sh {LATEST})")
+    for lib in LIBS:
+        if not os.path.exists(LIB_FILES[lib]):
+            sys.exit(f"bench: {LIB_FILES[lib]} is missing")
+        d = LIB_DIRS[lib]
+        os.makedirs(d, exist_ok=True)
+        link = os.path.join(d, "libnbd.so.0")
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(os.path.realpath(LIB_FILES[lib]), link)
+
+
+def loaded_libnbd(prog, lib):
+    """The libnbd.so.0 that prog resolves under lib's run (ld.so --list)."""
+    out = subprocess.run(under_loader([prog], lib, "--list"), env=lib_env(lib),
+                         capture_output=True, text=True, check=True).stdout
+    m = re.search(r"^\s*libnbd\.so\.0 => (\S+)", out, re.M)
+    if not m:
+        raise RuntimeError(f"{prog} does not link libnbd.so.0:\n{out}")
+    return os.path.realpath(m.group(1))
+
+
+def human(size):
+    return f"{size // GIB}G" if size % GIB == 0 else f"{size // MIB}M"
 
 
 def log(*a):
@@ -95,6 +172,7 @@ def run(cmd, lib, cwd):
     process's own user+sys CPU (wait4 on its PID)."""
     with tempfile.TemporaryFile() as o, tempfile.TemporaryFile() as e:
         t0 = time.perf_counter()
+        cmd = under_loader(cmd, lib)
         if PIN:
             cmd = ["taskset", "-c", "0"] + cmd
         p = subprocess.Popen(cmd, env=lib_env(lib), cwd=cwd, stdout=o, stderr=e,
@@ -182,8 +260,8 @@ class Metric:
             s += " (" + self.extra_fmt(statistics.median(ex)) + ")"
         return s
 
-    def ratio(self):
-        d, o = self.median("debian"), self.median("ours")
+    def ratio(self, ref):
+        d, o = self.median(ref), self.median("ours")
         if d in (None, 0) or o is None:
             return None
         return o / d
@@ -194,21 +272,21 @@ class Metric:
         kind, x = self.target
         return f"{'≥' if kind == 'higher' else '≤'} {x:g}×"
 
-    def met(self):
-        r = self.ratio()
+    def met(self, ref):
+        r = self.ratio(ref)
         if self.target is None or r is None:
             return "—"
         kind, x = self.target
         ok = r >= x if kind == "higher" else r <= x
         return "met" if ok else "**not met**"
 
-    def wins(self):
-        """In how many repetitions ours beat Debian's run of the same rep."""
-        n = min(len(self.vals["debian"]), len(self.vals["ours"]))
+    def wins(self, ref):
+        """In how many repetitions ours beat ref's run of the same rep."""
+        n = min(len(self.vals[ref]), len(self.vals["ours"]))
         if n == 0 or self.target is None:
             return "—"
         better = 0
-        for d, o in zip(self.vals["debian"], self.vals["ours"]):
+        for d, o in zip(self.vals[ref], self.vals["ours"]):
             if (o > d) if self.target[0] == "higher" else (o < d):
                 better += 1
         return f"{better}/{n}"
@@ -264,11 +342,15 @@ def results_lines(prog_out):
             yield dict(kv.split("=", 1) for kv in line.split()[1:])
 
 
+# What each library calls itself ("NAME VERSION"), as nbdcopy --version
+# printed it at the start; the C programs print the same after "library ".
+LIB_IDS = {}
+
+
 def check_library(out, lib):
-    m = re.search(r"^library (\S+)", out, re.M)
-    want = "nbd-rs" if lib == "ours" else "libnbd"
-    if not m or m.group(1) != want:
-        raise RuntimeError(f"{lib}: expected library {want}, got {m and m.group(1)}")
+    m = re.search(r"^library (.+)$", out, re.M)
+    if not m or m.group(1).strip() != LIB_IDS[lib]:
+        raise RuntimeError(f"{lib}: expected library {LIB_IDS[lib]!r}, got {m and m.group(1)!r}")
 
 
 # ----- workloads ---------------------------------------------------------
@@ -276,7 +358,7 @@ def check_library(out, lib):
 
 def w1(lib, srv, tmp):
     size = P["w1_size"]
-    label = f"1. nbdcopy pattern {size // GIB}G → null: (4 conn × 64 × 256 KiB)"
+    label = f"1. nbdcopy pattern {human(size)} → null: (4 conn × 64 × 256 KiB)"
     r = run(["nbdcopy", "--no-extents", srv["pattern1"].uri, "null:"], lib, tmp)
     reqs = size / (256 * KIB)
     metric(label, "wall time, s", FASTER, f3).add(lib, r.wall)
@@ -287,7 +369,7 @@ def w1(lib, srv, tmp):
 
 def w2(lib, srv, tmp):
     size = P["w2_size"]
-    label = f"2. nbdcopy pattern {size // MIB}M → null: (4 KiB, -C 1 -R 64)"
+    label = f"2. nbdcopy pattern {human(size)} → null: (4 KiB, -C 1 -R 64)"
     r = run(["nbdcopy", "--no-extents", "--request-size=4096", "-C", "1", "-R", "64",
              srv["pattern2"].uri, "null:"], lib, tmp)
     reqs = size / 4096
@@ -383,7 +465,7 @@ def w6(lib, srv, tmp, tls=False):
 
 def w7(lib, srv, tmp):
     size = P["w7_size"]
-    label = f"7. nbdcopy over TLS (PSK) pattern {size // MIB}M → null: (4 conn × 64 × 256 KiB)"
+    label = f"7. nbdcopy over TLS (PSK) pattern {human(size)} → null: (4 conn × 64 × 256 KiB)"
     keys = os.path.join(tmp, "keys.psk")
     uri = f"nbds+unix://bench@/?socket={srv['tls'].sock}&tls-psk-file={keys}"
     r = run(["nbdcopy", "--no-extents", uri, "null:"], lib, tmp)
@@ -429,11 +511,14 @@ def machine():
     dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.strip()
     debian = first_line(["dpkg-query", "-W", "-f", "${Version}", "libnbd0"])
+    glibc = first_line([LOADER, "--version"])
     return [
         f"- CPU: {model}, nproc = {os.cpu_count()}, RAM {int(mem) // 1024} MiB",
         f"- kernel: {platform.system()} {platform.release()}",
         f"- Debian libnbd: {debian} ({DEBIAN_LIB}); ours: nbd-rs at {commit}"
-        + (" (with uncommitted changes)" if dirty else "") + " (target/release/libnbd.so.0)",
+        + (" (with uncommitted changes)" if dirty else "") + " (target/release/libnbd.so.0); "
+        f"libnbd 1.24.4: {LIB_FILES['libnbd124']}",
+        f"- every client run through {LOADER} ({glibc}): same glibc for all libraries",
         f"- {first_line(['nbdkit', '--version'])}; {first_line(['qemu-nbd', '--version'])}; "
         f"{first_line(['fio', '--version'])}; {first_line(['nbdcopy', '--version'])}",
     ]
@@ -441,32 +526,50 @@ def machine():
 
 def command_line():
     parts = []
-    for k in ("REPS", "FULL", "ONLY", "PIN"):
+    for k in ("REPS", "FULL", "SMOKE", "ONLY", "LIBS", "PIN"):
         if k in os.environ:
             parts.append(f"{k}={os.environ[k]}")
     return " ".join(parts + ["bench/run.sh"])
 
 
 def table():
-    rows = ["| workload | metric | Debian libnbd (median) | ours (median) | ratio ours/Debian "
-            "| target | met? | ours better in |",
-            "|---|---|---:|---:|---:|---|---|---|"]
+    cols = [LIB_NAMES[lib] + " (median)" for lib in LIBS]
+    refs = [r for r in ("debian", "libnbd124") if r in LIBS and "ours" in LIBS]
+    head = ["workload", "metric"] + cols
+    for r in refs:
+        head.append(f"ours / {LIB_NAMES[r].replace('Debian ', '')}")
+    head += ["target"]
+    for r in refs:
+        short = LIB_NAMES[r].replace("Debian ", "")
+        head += [f"met? (vs {short})", f"ours better in (vs {short})"]
+    align = ["---", "---"] + ["---:"] * (len(cols) + len(refs)) + ["---"] + ["---"] * (2 * len(refs))
+    rows = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for m in METRICS:
-        r = m.ratio()
-        rows.append(f"| {m.workload} | {m.name} | {m.cell('debian')} | {m.cell('ours')} | "
-                    f"{'—' if r is None else f'{r:.2f}×'} | {m.target_text()} | {m.met()} "
-                    f"| {m.wins()} |")
+        cells = [m.workload, m.name] + [m.cell(lib) for lib in LIBS]
+        for r in refs:
+            x = m.ratio(r)
+            cells.append("—" if x is None else f"{x:.2f}×")
+        cells.append(m.target_text())
+        for r in refs:
+            cells += [m.met(r), m.wins(r)]
+        rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
 def main():
+    prepare_libs()
+    clients = ["nbdcopy", "fio"] + [os.path.join(BIN, p)
+                                    for p in ("aio-bench", "block-status", "handles")]
     for lib in LIBS:
-        v = subprocess.run(["nbdcopy", "--version"], env=lib_env(lib), capture_output=True,
-                           text=True, check=True).stdout.splitlines()[1]
-        want = "nbd-rs" if lib == "ours" else "libnbd"
-        if not v.startswith(want + " "):
-            sys.exit(f"bench: with {lib}'s environment nbdcopy loads {v!r}, not {want}")
-        log(f"bench: {lib}: nbdcopy runs on {v}")
+        want = os.path.realpath(LIB_FILES[lib])
+        for prog in clients:
+            got = loaded_libnbd(prog, lib)
+            if got != want:
+                sys.exit(f"bench: under {lib}'s run {prog} loads {got}, not {want}")
+        v = subprocess.run(under_loader(["nbdcopy", "--version"], lib), env=lib_env(lib),
+                           capture_output=True, text=True, check=True).stdout.splitlines()[1]
+        LIB_IDS[lib] = v.strip()
+        log(f"bench: {lib}: {want}, nbdcopy reports {v}")
 
     tmp = tempfile.mkdtemp(prefix="nbd-bench-", dir="/dev/shm" if os.access(
         "/dev/shm", os.W_OK) else None)
@@ -520,10 +623,10 @@ def main():
 
         def fill(server):
             run([os.path.join(BIN, "aio-bench"), servers[server].uri, "0", "fill"],
-                "debian", tmp)
+                LIBS[0], tmp)
 
         # (number, name, setup, cases): each case runs once per library per
-        # repetition, the two libraries back to back.
+        # repetition, the libraries back to back.
         workloads = [
             (1, "nbdcopy 256 KiB", None, [w1]),
             (2, "nbdcopy 4 KiB", None, [w2]),
@@ -546,8 +649,9 @@ def main():
             for rep in range(REPS):
                 log(f"bench: workload {n} ({name}), repetition {rep + 1}/{REPS}")
                 for i, case in enumerate(cases):
-                    # Alternate which library goes first.
-                    order = LIBS if (rep + i) % 2 == 0 else tuple(reversed(LIBS))
+                    # Rotate which library goes first.
+                    k = (rep + i) % len(LIBS)
+                    order = LIBS[k:] + LIBS[:k]
                     for lib in order:
                         case(lib, servers, tmp)
     finally:
@@ -556,21 +660,21 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
     elapsed = time.time() - started
-    mode = ("full" if FULL else "quick") + (", pinned" if PIN else "")
+    mode = ("smoke" if SMOKE else "full" if FULL else "quick") + (", pinned" if PIN else "")
     out = [
-        "# nbd-rs vs Debian libnbd: benchmark results",
+        "# nbd-rs vs libnbd 1.14 (Debian) and 1.24.4: benchmark results",
         "",
         f"Command: `{command_line()}` ({mode} mode, {REPS} repetitions, "
         f"{elapsed:.0f} s, {time.strftime('%Y-%m-%d %H:%M %Z')})",
         "",
         *machine(),
         "",
-        "Each row is the median over the repetitions; the same binaries run on both "
-        "libraries (LD_LIBRARY_PATH switched), back to back for every test of every "
-        "repetition, the one going first alternating. "
+        "Each row is the median over the repetitions; the same binaries run on every "
+        "library (through the same loader and glibc, only libnbd.so.0 switched), back "
+        "to back for every test of every repetition, the one going first rotating. "
         "Client CPU is the client process's own user+sys time (never the server's). "
-        "\"ours better in\" counts the repetitions in which ours beat Debian's run of the "
-        "same repetition. Targets: throughput ≥ 1.0× libnbd on every workload (wall time "
+        "\"ours better in\" counts the repetitions in which ours beat the other library's "
+        "run of the same repetition. Targets: throughput ≥ 1.0× libnbd on every workload (wall time "
         "and latency ≤ 1.0×); client CPU per request ≤ 0.5× at 4 KiB, ≤ 0.8× at 256 KiB "
         "(applied here to 64 KiB and 1 MiB too); memory per idle handle ≤ 1.0×.",
         "",

@@ -1,23 +1,29 @@
 #!/bin/bash
-# Benchmarks Debian's libnbd against ours, side by side, on the same binaries.
+# Benchmarks Debian's libnbd 1.14, libnbd 1.24.4 and ours, side by side, on the
+# same binaries.
 #
-#   bench/run.sh                 quick run (5 repetitions, small sizes; ~4 min)
+#   bench/run.sh                 quick run (5 repetitions, small sizes; ~6 min)
 #   REPS=9 bench/run.sh          more repetitions
 #   FULL=1 bench/run.sh          the long workloads (4G / 1G copies, 10 s fio,
-#                                2 s per aio test; ~25 min)
-#   ONLY=2,4 bench/run.sh        a subset of the workloads (1-6)
+#                                2 s per aio test; ~40 min)
+#   SMOKE=1 REPS=1 bench/run.sh  tiny sizes: checks that everything runs (~1 min)
+#   ONLY=2,4 bench/run.sh        a subset of the workloads (1-7)
+#   LIBS=debian,ours bench/run.sh  a subset of the libraries (debian, libnbd124, ours)
 #   PIN=1 bench/run.sh           clients on CPU 0, servers on the other CPUs
 #
 # It builds target/release/libnbd.so.0 (make lib; NO_BUILD=1 skips it) and the
-# C programs in bench/ (into target/bench/, linked with -lnbd and no rpath, so
-# LD_LIBRARY_PATH picks the library), starts nbdkit and qemu-nbd on Unix
-# sockets in a temporary directory, runs every workload alternately on
-# Debian's library (LD_LIBRARY_PATH unset) and ours
-# (LD_LIBRARY_PATH=target/release), stops the servers, and prints a Markdown
-# table that it also writes to bench/results.md.  See bench/bench.py.
+# C programs in bench/ (into target/bench/, linked with -lnbd and no rpath),
+# starts nbdkit and qemu-nbd on Unix sockets in a temporary directory, runs
+# every workload alternately on each library, stops the servers, and prints a
+# Markdown table that it also writes to bench/results.md.  libnbd 1.24.4 comes
+# from ${LIBNBD_LATEST:-/tmp/libnbd-latest} (scripts/install-deps.sh extracts
+# it there with ../shared/tools/libnbd-latest.sh); it needs a newer glibc than
+# the host's, so every client run, on every library, goes through that root's
+# dynamic loader with only libnbd.so.0 switched (ld.so --library-path), and
+# all three share one glibc.  See bench/bench.py.
 #
 # Needs: libnbd-bin (nbdcopy), libnbd0 (Debian's library), nbdkit, fio,
-# qemu-utils, python3, cc.  Not part of `cargo test`.
+# qemu-utils, python3, cc, and the libnbd 1.24 root.  Not part of `cargo test`.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -29,6 +35,13 @@ for tool in nbdcopy nbdkit fio qemu-nbd qemu-img qemu-io python3 cc; do
         exit 1
     }
 done
+LIBNBD_LATEST=${LIBNBD_LATEST:-/tmp/libnbd-latest}
+export LIBNBD_LATEST
+[ -x "$LIBNBD_LATEST/run" ] || {
+    echo "bench: libnbd 1.24 is not extracted under $LIBNBD_LATEST:" \
+         "run scripts/install-deps.sh (or ../shared/tools/libnbd-latest.sh $LIBNBD_LATEST)" >&2
+    exit 1
+}
 [ -e /usr/lib/x86_64-linux-gnu/libnbd.so.0 ] || {
     echo "bench: Debian's libnbd.so.0 is missing (apt-get install -y libnbd0)" >&2
     exit 1

@@ -2,7 +2,8 @@
 # Installs what the test suite needs on a fresh Debian machine (idempotent):
 # real NBD servers (qemu-nbd, nbdkit, nbd-server), Debian's libnbd programs and
 # headers as the comparison baseline, fio, OpenSSL's headers (libssl-dev: the
-# library's TLS), and the Rust tools (cargo-fuzz, cbindgen). Run as root (or
+# library's TLS), the Rust tools (cargo-fuzz, cbindgen) and libnbd 1.24 under
+# ${LIBNBD_LATEST:-/tmp/libnbd-latest} (see the end). Run as root (or
 # with sudo available).
 set -euo pipefail
 
@@ -24,3 +25,15 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 
 if ! command -v cbindgen >/dev/null; then
   cargo install cbindgen --version 0.29.4 --locked
 fi
+
+# libnbd 1.24 (Debian's newest: its programs, library, header and man pages)
+# and nbdkit 1.48, extracted beside the system under one root: tests/tests/latest.rs
+# runs 1.24's own programs on 1.24 and on ours, nbd-ffi's header/ABI tests read
+# its libnbd.h, and bench/run.sh benchmarks it. The tests and the benchmark find
+# the root through the same variable and default.
+latest_tool="$(cd "$(dirname "$0")/.." && pwd)/../shared/tools/libnbd-latest.sh"
+if [ ! -f "$latest_tool" ]; then
+  echo "install-deps: $latest_tool is missing (the shared/ directory must sit beside the repository)" >&2
+  exit 1
+fi
+bash "$latest_tool" "${LIBNBD_LATEST:-/tmp/libnbd-latest}"

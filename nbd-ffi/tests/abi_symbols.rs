@@ -1,5 +1,6 @@
-//! The built libnbd.so.0 exports exactly libnbd 1.14's functions, each with
-//! libnbd's symbol version, and nothing else (no Rust runtime symbols).
+//! The built libnbd.so.0 exports exactly libnbd 1.24's 165 functions, each
+//! with libnbd's symbol version, and nothing else (no Rust runtime symbols);
+//! libnbd 1.14's 126 functions among them at the same version nodes.
 
 mod common;
 
@@ -36,7 +37,11 @@ fn exports_exactly_the_libnbd_abi() {
     let so = common::libnbd_so();
     let have: BTreeSet<(String, String)> = exported(&so).into_iter().collect();
     let want: BTreeSet<(String, String)> = common::abi_symbols().into_iter().collect();
-    assert_eq!(want.len(), 126, "the symbol list should have 126 entries");
+    assert_eq!(
+        want.len(),
+        165,
+        "the libnbd 1.24 symbol list should have 165 entries"
+    );
 
     let missing: Vec<_> = want.difference(&have).collect();
     let extra: Vec<_> = have.difference(&want).collect();
@@ -45,6 +50,70 @@ fn exports_exactly_the_libnbd_abi() {
         "ABI mismatch in {}\nmissing: {missing:?}\nunexpected: {extra:?}",
         so.display()
     );
+}
+
+#[test]
+fn exports_the_libnbd_1_14_abi() {
+    // Programs built against libnbd 1.14 (Debian's nbdinfo, nbdcopy, fio)
+    // keep resolving every reference, at the same version nodes.
+    let so = common::libnbd_so();
+    let have: BTreeSet<(String, String)> = exported(&so).into_iter().collect();
+    let old: BTreeSet<(String, String)> = common::abi_symbols_1_14().into_iter().collect();
+    assert_eq!(old.len(), 126);
+    let missing: Vec<_> = old.difference(&have).collect();
+    assert!(
+        missing.is_empty(),
+        "1.14 functions not exported: {missing:?}"
+    );
+}
+
+#[test]
+fn abi_1_24_extends_1_14_at_the_same_nodes() {
+    let new: BTreeSet<(String, String)> = common::abi_symbols().into_iter().collect();
+    let old: BTreeSet<(String, String)> = common::abi_symbols_1_14().into_iter().collect();
+    let moved: Vec<_> = old.difference(&new).collect();
+    assert!(
+        moved.is_empty(),
+        "1.14 entries not in 1.24's list as they are: {moved:?}"
+    );
+    // What 1.24 adds sits in the nodes after 1.14's, 1.16 to 1.24.
+    let added: BTreeSet<&str> = new.difference(&old).map(|(_, v)| v.as_str()).collect();
+    let nodes: BTreeSet<&str> = [
+        "LIBNBD_1.16",
+        "LIBNBD_1.18",
+        "LIBNBD_1.20",
+        "LIBNBD_1.22",
+        "LIBNBD_1.24",
+    ]
+    .into_iter()
+    .collect();
+    assert!(added.is_subset(&nodes), "new functions in nodes {added:?}");
+    assert_eq!(new.len() - old.len(), 39);
+}
+
+#[test]
+fn committed_symbol_lists_match_shared() {
+    // nbd-ffi/abi/ keeps copies for builds without ../shared beside the
+    // repository; where shared/ is present they must not have drifted.
+    for version in ["1.14", "1.24"] {
+        let file = format!("libnbd-{version}.symbols");
+        let shared = common::repo_root().join("../shared/abi").join(&file);
+        if !shared.exists() {
+            eprintln!(
+                "SKIPPED committed_symbol_lists_match_shared: no {}",
+                shared.display()
+            );
+            continue;
+        }
+        let committed = common::crate_dir().join("abi").join(&file);
+        assert_eq!(
+            std::fs::read_to_string(&shared).unwrap(),
+            std::fs::read_to_string(&committed).unwrap(),
+            "{} differs from {}",
+            committed.display(),
+            shared.display()
+        );
+    }
 }
 
 #[test]

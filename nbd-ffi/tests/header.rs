@@ -1,24 +1,65 @@
-//! include/libnbd.h is a drop-in for Debian's libnbd 1.14 header:
+//! include/libnbd.h is a drop-in for libnbd 1.24's header (the reference,
+//! `ROOT/sysroot/usr/include/libnbd.h` of the extracted libnbd 1.24, see
+//! `common::latest_root`) and still for Debian's libnbd 1.14 one:
 //!
-//! * the same `LIBNBD_*` macros, with the same values and C types;
-//! * callback structs with the same size, alignment and member offsets;
-//! * the same function prototypes (return and parameter types);
+//! * the same `LIBNBD_*` macros as 1.24's, with the same values and C types
+//!   (1.14's among them, unchanged);
+//! * callback structs (seven in 1.24, with `nbd_extent64_callback`) and
+//!   `nbd_extent` with the same size, alignment and member offsets;
+//! * the same function prototypes (return and parameter types) as 1.24's
+//!   165, so 1.14's 126 too;
 //! * it compiles cleanly as C99, C11 and C++11.
 //!
-//! Debian's header (/usr/include/libnbd.h, from libnbd-dev) is only read and
-//! compiled against here, never linked: the programs built from it print
-//! sizes and constants and do not call libnbd.
+//! The reference headers are only read and compiled against here, never
+//! linked: the programs built from them print sizes and constants and do not
+//! call libnbd.  `NBD_TEST_INCLUDE` points the tests at another header
+//! directory than `include/` (with libnbd 1.24's own, every comparison must
+//! hold: that is how the tests themselves are checked).
 
 mod common;
 
-use common::{cc, cxx, have_system_header, repo_root, run, scratch, SYSTEM_HEADER};
+use common::{cc, cxx, have_system_header, latest_include, repo_root, run, scratch, SYSTEM_HEADER};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn our_header() -> std::path::PathBuf {
-    repo_root().join("include/libnbd.h")
+/// The directory of the header under test: `NBD_TEST_INCLUDE`, else
+/// `include/` of the repository.
+fn our_include() -> PathBuf {
+    match std::env::var_os("NBD_TEST_INCLUDE") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => repo_root().join("include"),
+    }
 }
+
+fn our_header() -> PathBuf {
+    our_include().join("libnbd.h")
+}
+
+/// libnbd 1.24's header.
+fn latest_header() -> PathBuf {
+    latest_include().join("libnbd.h")
+}
+
+/// libnbd 1.14's callback types, and 1.24's (which adds the 64-bit extent
+/// callback).
+const CALLBACKS_1_14: [&str; 6] = [
+    "nbd_chunk_callback",
+    "nbd_completion_callback",
+    "nbd_debug_callback",
+    "nbd_extent_callback",
+    "nbd_list_callback",
+    "nbd_context_callback",
+];
+const CALLBACKS_1_24: [&str; 7] = [
+    "nbd_chunk_callback",
+    "nbd_completion_callback",
+    "nbd_debug_callback",
+    "nbd_extent_callback",
+    "nbd_extent64_callback",
+    "nbd_list_callback",
+    "nbd_context_callback",
+];
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -52,13 +93,8 @@ fn libnbd_macros(text: &str) -> BTreeMap<String, String> {
 }
 
 #[test]
-fn same_macro_names_as_debian() {
-    if !have_system_header("same_macro_names_as_debian") {
-        return;
-    }
-    let theirs: BTreeSet<String> = libnbd_macros(&read(Path::new(SYSTEM_HEADER)))
-        .into_keys()
-        .collect();
+fn same_macro_names_as_libnbd_1_24() {
+    let theirs: BTreeSet<String> = libnbd_macros(&read(&latest_header())).into_keys().collect();
     let ours: BTreeSet<String> = libnbd_macros(&read(&our_header())).into_keys().collect();
     let missing: Vec<_> = theirs.difference(&ours).collect();
     let extra: Vec<_> = ours.difference(&theirs).collect();
@@ -70,9 +106,24 @@ fn same_macro_names_as_debian() {
     assert!(read(&our_header()).contains("#define NBD_NULL_COMPLETION"));
 }
 
+#[test]
+fn macros_of_debian_1_14_are_kept() {
+    if !have_system_header("macros_of_debian_1_14_are_kept") {
+        return;
+    }
+    let old = libnbd_macros(&read(Path::new(SYSTEM_HEADER)));
+    let new = libnbd_macros(&read(&latest_header()));
+    let ours = libnbd_macros(&read(&our_header()));
+    // 1.24 kept every 1.14 macro; so must we (values: see the layout tests).
+    for name in old.keys() {
+        assert!(new.contains_key(name), "libnbd 1.24 dropped {name}?");
+        assert!(ours.contains_key(name), "{name} (libnbd 1.14) is missing");
+    }
+}
+
 /// A C program printing, for whichever libnbd.h it is compiled with, the
 /// layout of each callback struct and the value and type of every macro.
-fn probe_source(macros: &BTreeMap<String, String>) -> String {
+fn probe_source(macros: &BTreeMap<String, String>, callbacks: &[&str], extent: bool) -> String {
     let mut src = String::from(
         "#include <stddef.h>\n#include <stdio.h>\n#include <libnbd.h>\n\n\
          #define LAYOUT(T, M1, M2, M3) \\\n\
@@ -91,15 +142,15 @@ fn probe_source(macros: &BTreeMap<String, String>) -> String {
         }
     }
     src.push_str("\nint main(void)\n{\n");
-    for t in [
-        "nbd_chunk_callback",
-        "nbd_completion_callback",
-        "nbd_debug_callback",
-        "nbd_extent_callback",
-        "nbd_list_callback",
-        "nbd_context_callback",
-    ] {
+    for t in callbacks {
         src.push_str(&format!("  LAYOUT({t}, callback, user_data, free);\n"));
+    }
+    if extent {
+        src.push_str(
+            "  printf(\"nbd_extent size=%zu align=%zu length=%zu flags=%zu\\n\", \
+             sizeof(nbd_extent), (size_t)_Alignof(nbd_extent), \
+             offsetof(nbd_extent, length), offsetof(nbd_extent, flags));\n",
+        );
     }
     src.push_str(
         "  {\n    nbd_completion_callback c = NBD_NULL_COMPLETION;\n    \
@@ -119,46 +170,97 @@ fn probe_source(macros: &BTreeMap<String, String>) -> String {
     src
 }
 
-#[test]
-fn layouts_and_constants_match_debian() {
-    if !have_system_header("layouts_and_constants_match_debian") {
-        return;
-    }
-    let macros = libnbd_macros(&read(Path::new(SYSTEM_HEADER)));
-    let dir = scratch("layouts");
+/// Compiles the probe for `macros`, `callbacks` (and `nbd_extent`) once
+/// with our header and once with the reference in `reference_include`;
+/// both programs must print the same lines.
+fn compare_layouts(
+    name: &str,
+    macros: &BTreeMap<String, String>,
+    callbacks: &[&str],
+    extent: bool,
+    reference_include: &Path,
+) {
+    let dir = scratch(name);
     let src = dir.join("probe.c");
-    std::fs::write(&src, probe_source(&macros)).unwrap();
+    std::fs::write(&src, probe_source(macros, callbacks, extent)).unwrap();
 
     let ours = dir.join("probe-ours");
-    let theirs = dir.join("probe-debian");
-    let include = repo_root().join("include");
+    let theirs = dir.join("probe-reference");
     run(cc()
         .args(["-std=c11", "-I"])
-        .arg(&include)
+        .arg(our_include())
         .arg(&src)
         .arg("-o")
         .arg(&ours));
-    // Debian's header from the default include path (/usr/include) only.
     run(cc()
-        .args(["-std=c11", "-I/usr/include"])
+        .args(["-std=c11", "-I"])
+        .arg(reference_include)
         .arg(&src)
         .arg("-o")
         .arg(&theirs));
 
     let ours_out = String::from_utf8(run(&mut Command::new(&ours)).stdout).unwrap();
     let theirs_out = String::from_utf8(run(&mut Command::new(&theirs)).stdout).unwrap();
-    // Every macro and all six structs were printed.
-    assert_eq!(theirs_out.lines().count(), macros.len() + 7, "{theirs_out}");
+    // Every macro, every struct and NBD_NULL_COMPLETION were printed.
+    let want_lines = macros.len() + callbacks.len() + 1 + usize::from(extent);
+    assert_eq!(theirs_out.lines().count(), want_lines, "{theirs_out}");
     let diff: Vec<String> = theirs_out
         .lines()
         .zip(ours_out.lines())
         .filter(|(a, b)| a != b)
-        .map(|(a, b)| format!("debian: {a}\n  ours: {b}"))
+        .map(|(a, b)| format!("reference: {a}\n     ours: {b}"))
         .collect();
     assert!(
         diff.is_empty() && ours_out.lines().count() == theirs_out.lines().count(),
         "differences:\n{}",
         diff.join("\n")
+    );
+}
+
+#[test]
+fn layouts_and_constants_match_libnbd_1_24() {
+    let macros = libnbd_macros(&read(&latest_header()));
+    compare_layouts(
+        "layouts-1.24",
+        &macros,
+        &CALLBACKS_1_24,
+        true,
+        &latest_include(),
+    );
+}
+
+#[test]
+fn layouts_and_constants_match_debian_1_14() {
+    // 1.14's macros and structs only, compiled with Debian's header from
+    // the default include path (/usr/include).
+    if !have_system_header("layouts_and_constants_match_debian_1_14") {
+        return;
+    }
+    let mut macros = libnbd_macros(&read(Path::new(SYSTEM_HEADER)));
+    // 1.24 widened three masks for its new flags (CMD_FLAG_PAYLOAD_LEN,
+    // STRICT_PAYLOAD and STRICT_AUTO_FLAG, ALLOW_TRANSPORT_SSH); ours follow
+    // 1.24 there (checked by the test above), every other 1.14 value stands.
+    let latest = libnbd_macros(&read(&latest_header()));
+    let changed: BTreeSet<String> = macros
+        .iter()
+        .filter(|(name, value)| latest.get(*name) != Some(*value))
+        .map(|(name, _)| name.clone())
+        .collect();
+    let widened: BTreeSet<String> = [
+        "LIBNBD_ALLOW_TRANSPORT_MASK",
+        "LIBNBD_CMD_FLAG_MASK",
+        "LIBNBD_STRICT_MASK",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(changed, widened, "macros whose values 1.24 changed");
+    macros.retain(|name, _| !widened.contains(name));
+    compare_layouts(
+        "layouts-1.14",
+        &macros,
+        &CALLBACKS_1_14,
+        false,
+        Path::new("/usr/include"),
     );
 }
 
@@ -237,44 +339,58 @@ fn prototypes(text: &str) -> BTreeMap<String, Prototype> {
     out
 }
 
-#[test]
-fn prototypes_match_debian() {
-    if !have_system_header("prototypes_match_debian") {
-        return;
-    }
-    let theirs = prototypes(&read(Path::new(SYSTEM_HEADER)));
+/// Differences between the prototypes of `reference` and ours; with
+/// `exact`, functions we declare beyond the reference's count too.
+fn prototype_problems(reference: &Path, count: usize, exact: bool) -> Vec<String> {
+    let theirs = prototypes(&read(reference));
     let ours = prototypes(&read(&our_header()));
     assert_eq!(
         theirs.len(),
-        126,
-        "parsed {} prototypes from Debian's header",
-        theirs.len()
+        count,
+        "parsed {} prototypes from {}",
+        theirs.len(),
+        reference.display()
     );
     let mut problems = Vec::new();
     for (name, proto) in &theirs {
         match ours.get(name) {
             None => problems.push(format!("{name}: missing")),
-            Some(o) if o != proto => {
-                problems.push(format!("{name}:\n  debian: {proto:?}\n  ours:   {o:?}"))
-            }
+            Some(o) if o != proto => problems.push(format!(
+                "{name}:\n  reference: {proto:?}\n  ours:      {o:?}"
+            )),
             Some(_) => {}
         }
     }
-    for name in ours.keys().filter(|n| !theirs.contains_key(*n)) {
-        problems.push(format!("{name}: not in Debian's header"));
+    if exact {
+        for name in ours.keys().filter(|n| !theirs.contains_key(*n)) {
+            problems.push(format!("{name}: not in {}", reference.display()));
+        }
     }
+    problems
+}
+
+#[test]
+fn prototypes_match_libnbd_1_24() {
+    let problems = prototype_problems(&latest_header(), 165, true);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[test]
-fn debian_prototypes_redeclare_ours_cleanly() {
-    // The compiler's view of "identical types": redeclaring every function
-    // with Debian's prototype after including our header must not conflict.
-    if !have_system_header("debian_prototypes_redeclare_ours_cleanly") {
+fn prototypes_of_debian_1_14_are_kept() {
+    if !have_system_header("prototypes_of_debian_1_14_are_kept") {
         return;
     }
-    let text = read(Path::new(SYSTEM_HEADER));
+    let problems = prototype_problems(Path::new(SYSTEM_HEADER), 126, false);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The compiler's view of "identical types": redeclaring every function
+/// with the reference's prototype after including our header must not
+/// conflict.
+fn redeclare(name: &str, reference: &Path) {
+    let text = read(reference);
     let mut src = String::from("#include <libnbd.h>\n");
+    let mut n = 0;
     for stmt in text.split(';') {
         let Some(start) = stmt.find("extern ") else {
             continue;
@@ -289,16 +405,35 @@ fn debian_prototypes_redeclare_ours_cleanly() {
         };
         src.push_str(decl.trim());
         src.push_str(";\n");
+        n += 1;
     }
-    let dir = scratch("redeclare");
+    assert!(
+        n >= 126,
+        "only {n} declarations taken from {}",
+        reference.display()
+    );
+    let dir = scratch(name);
     let file = dir.join("redeclare.c");
     std::fs::write(&file, src).unwrap();
     run(cc()
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-c", "-I"])
-        .arg(repo_root().join("include"))
+        .arg(our_include())
         .arg(&file)
         .arg("-o")
         .arg(dir.join("redeclare.o")));
+}
+
+#[test]
+fn libnbd_1_24_prototypes_redeclare_ours_cleanly() {
+    redeclare("redeclare-1.24", &latest_header());
+}
+
+#[test]
+fn debian_1_14_prototypes_redeclare_ours_cleanly() {
+    if !have_system_header("debian_1_14_prototypes_redeclare_ours_cleanly") {
+        return;
+    }
+    redeclare("redeclare-1.14", Path::new(SYSTEM_HEADER));
 }
 
 #[test]
@@ -311,7 +446,7 @@ fn header_compiles_as_c99_c11_and_cxx11() {
     let cxx_file = dir.join("t.cc");
     std::fs::write(&c_file, body).unwrap();
     std::fs::write(&cxx_file, body).unwrap();
-    let include = repo_root().join("include");
+    let include = our_include();
     for std in ["-std=c99", "-std=c11"] {
         run(cc()
             .args([std, "-Wall", "-Wextra", "-Werror", "-pedantic", "-I"])
@@ -348,12 +483,16 @@ fn have_macros_cover_every_exported_function() {
         let have = format!("LIBNBD_HAVE_{}", name.to_uppercase());
         assert_eq!(macros.get(&have).map(String::as_str), Some("1"), "{have}");
     }
+    for cb in CALLBACKS_1_24 {
+        let have = format!("LIBNBD_HAVE_{}", cb.to_uppercase());
+        assert_eq!(macros.get(&have).map(String::as_str), Some("1"), "{have}");
+    }
     // One per function plus one per callback type, nothing else.
     let have = macros
         .keys()
         .filter(|m| m.starts_with("LIBNBD_HAVE_"))
         .count();
-    assert_eq!(have, 126 + 6);
+    assert_eq!(have, 165 + 7);
 }
 
 #[test]
@@ -368,4 +507,37 @@ fn string_constants_match_rust() {
         macros["LIBNBD_CONTEXT_BASE_ALLOCATION"],
         quoted(nbd_ffi::constants::CONTEXT_BASE_ALLOCATION)
     );
+    assert_eq!(
+        macros["LIBNBD_NAMESPACE_QEMU"],
+        quoted(nbd_ffi::constants::NAMESPACE_QEMU)
+    );
+    assert_eq!(
+        macros["LIBNBD_CONTEXT_QEMU_DIRTY_BITMAP"],
+        quoted(nbd_ffi::constants::CONTEXT_QEMU_DIRTY_BITMAP)
+    );
+    assert_eq!(
+        macros["LIBNBD_CONTEXT_QEMU_ALLOCATION_DEPTH"],
+        quoted(nbd_ffi::constants::CONTEXT_QEMU_ALLOCATION_DEPTH)
+    );
+}
+
+#[test]
+fn reference_header_is_libnbd_1_24() {
+    // The reference itself has a LIBNBD_HAVE_* for each of the 165
+    // functions of the 1.24 list and the 7 callback types, so that a wrong
+    // root cannot pass for 1.24.
+    let text = read(&latest_header());
+    let macros = libnbd_macros(&text);
+    let have = macros
+        .keys()
+        .filter(|m| m.starts_with("LIBNBD_HAVE_"))
+        .count();
+    assert_eq!(have, 165 + 7, "{}", latest_header().display());
+    for (name, _) in common::abi_symbols() {
+        let have = format!("LIBNBD_HAVE_{}", name.to_uppercase());
+        assert!(
+            macros.contains_key(&have),
+            "{have} not in libnbd 1.24's header"
+        );
+    }
 }

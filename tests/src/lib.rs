@@ -347,17 +347,39 @@ pub fn libnbd_dir() -> PathBuf {
     .clone()
 }
 
-/// The package name the library under test must report.  Normally ours
-/// ("nbd-rs"); only when `NBD_TEST_LIBDIR` points at a system directory
-/// (validating the suite with Debian's libnbd) is Debian's name expected
-/// instead, so the "our library was loaded" check is switched to "Debian's
-/// library was loaded" in that one case and no other.
-pub fn expected_package_name() -> &'static str {
-    if std::env::var_os("NBD_TEST_LIBDIR").is_some() && is_system_dir(&libnbd_dir()) {
-        DEBIAN_PACKAGE_NAME
-    } else {
-        OUR_PACKAGE_NAME
-    }
+/// Python for `nbdsh -c`: prints `LOADED <path>` for the `libnbd.so` the
+/// process has mapped (from `/proc/self/maps`), whatever name and version
+/// that library reports: how the tests tell which library a script ran on
+/// (ours reports libnbd's package name and the libnbd version it
+/// implements, so names alone cannot tell).
+pub const NBDSH_PRINT_LOADED: &str = "import re as _re\n\
+    for _l in open('/proc/self/maps'):\n    \
+    _m = _re.search(r'(/\\S*/libnbd\\.so[.0-9]*)$', _l.strip())\n    \
+    if _m:\n        print('LOADED', _m.group(1)); break\n";
+
+/// The library an nbdsh run with [`NBDSH_PRINT_LOADED`] had mapped.
+pub fn loaded_library(stdout: &str) -> PathBuf {
+    let path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("LOADED "))
+        .unwrap_or_else(|| panic!("no LOADED line (was NBDSH_PRINT_LOADED run?):\n{stdout}"));
+    Path::new(path)
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Asserts that an nbdsh run with [`NBDSH_PRINT_LOADED`] ran on the
+/// library under test ([`libnbd_dir`]).
+pub fn assert_ran_on_library_under_test(stdout: &str) {
+    let want = libnbd_dir()
+        .join("libnbd.so.0")
+        .canonicalize()
+        .expect("the library under test");
+    assert_eq!(
+        loaded_library(stdout),
+        want,
+        "the script did not run on the library under test:\n{stdout}"
+    );
 }
 
 /// Which libnbd a program should load.
@@ -431,33 +453,41 @@ pub fn assert_binary_loads(binary: &Path, lib: Lib) {
     }
 }
 
-/// Runs `nbdsh` on the library under test and asserts that the library
-/// reports the expected package name ("nbd-rs", see
-/// [`expected_package_name`]).  Checked once per test binary.
+/// Runs `nbdsh` on the library under test and asserts that the process
+/// mapped that library (see [`NBDSH_PRINT_LOADED`]).  Checked once per test
+/// binary.
 pub fn assert_library_under_test_loaded() {
-    static CHECKED: OnceLock<()> = OnceLock::new();
-    CHECKED.get_or_init(|| {
-        let nbdsh = require("nbdsh", "libnbd-bin");
-        let out = run(tool(&nbdsh, Lib::UnderTest)
-            .args(["-c", "print('PACKAGE', h.get_package_name(), h.get_version())"]));
-        assert!(
-            out.status.success(),
-            "nbdsh failed (is python3-libnbd installed? it must be importable by /usr/bin/python3):\n{}",
-            out.stderr
-        );
-        let line = out
-            .stdout
-            .lines()
-            .find(|l| l.starts_with("PACKAGE "))
-            .expect("nbdsh printed the package");
-        let name = line.split_whitespace().nth(1).unwrap_or_default();
-        assert_eq!(
-            name,
-            expected_package_name(),
-            "the library loaded from {} reports package {name:?}",
-            libnbd_dir().display()
-        );
-    });
+    under_test_identity();
+}
+
+/// "NAME VERSION" as the library under test reports them
+/// (`nbd_get_package_name`, `nbd_get_version`), read through `nbdsh` once
+/// the run is known to have mapped that library; programs such as
+/// `nbdinfo --version` print the same.
+pub fn under_test_identity() -> String {
+    static IDENTITY: OnceLock<String> = OnceLock::new();
+    IDENTITY
+        .get_or_init(|| {
+            let nbdsh = require("nbdsh", "libnbd-bin");
+            let out = run(tool(&nbdsh, Lib::UnderTest).args([
+                "-c",
+                NBDSH_PRINT_LOADED,
+                "-c",
+                "print('PACKAGE', h.get_package_name(), h.get_version())",
+            ]));
+            assert!(
+                out.status.success(),
+                "nbdsh failed (is python3-libnbd installed? it must be importable by /usr/bin/python3):\n{}",
+                out.stderr
+            );
+            assert_ran_on_library_under_test(&out.stdout);
+            out.stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("PACKAGE "))
+                .expect("nbdsh printed the package")
+                .to_string()
+        })
+        .clone()
 }
 
 /// Lines of `text` without those naming a libnbd implementation and its
@@ -470,6 +500,108 @@ pub fn without_library_lines(text: &str) -> String {
         })
         .map(|l| format!("{l}\n"))
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// libnbd 1.24 (the newest Debian ships), extracted under one root
+
+/// Where `scripts/install-deps.sh` extracts libnbd 1.24 and nbdkit 1.48
+/// (with `../shared/tools/libnbd-latest.sh`) unless `LIBNBD_LATEST` says
+/// otherwise.
+pub const LIBNBD_LATEST_DEFAULT: &str = "/tmp/libnbd-latest";
+
+/// The root of the extracted libnbd 1.24: `LIBNBD_LATEST`, else
+/// [`LIBNBD_LATEST_DEFAULT`].  Fails the test, saying how to make it, when
+/// its `run` wrapper is missing (CI always has it).
+pub fn latest_root() -> PathBuf {
+    let root = match std::env::var_os("LIBNBD_LATEST") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(LIBNBD_LATEST_DEFAULT),
+    };
+    assert!(
+        root.join("run").is_file() && root.join("sysroot").is_dir(),
+        "libnbd 1.24 is not extracted under {} (no run wrapper there): run \
+         scripts/install-deps.sh, or ../shared/tools/libnbd-latest.sh {0} \
+         (set LIBNBD_LATEST to use another root)",
+        root.display()
+    );
+    root
+}
+
+/// The directory of libnbd 1.24.4's own `libnbd.so.0` (and of the other
+/// libraries of that suite).
+pub fn latest_libdir() -> PathBuf {
+    latest_root().join("sysroot/usr/lib/x86_64-linux-gnu")
+}
+
+/// libnbd 1.24's header, the specification of the functions added after 1.14.
+pub fn latest_header() -> PathBuf {
+    latest_root().join("sysroot/usr/include/libnbd.h")
+}
+
+/// The `.so` of nbdkit 1.48's plugin `name` (`memory`, `pattern`, `data`
+/// ...): nbdkit from the root looks for plugins in the host's directory,
+/// which holds Debian's older nbdkit's plugins, so the path is given.
+pub fn latest_nbdkit_plugin(name: &str) -> PathBuf {
+    let p = latest_libdir().join(format!("nbdkit/plugins/nbdkit-{name}-plugin.so"));
+    assert!(p.is_file(), "nbdkit 1.48 has no plugin {}", p.display());
+    p
+}
+
+/// Which library a libnbd 1.24 program runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// libnbd 1.24.4 itself: the reference.
+    Libnbd,
+    /// The library under test ([`libnbd_dir`]), put first with `run --lib`.
+    UnderTest,
+}
+
+impl Side {
+    /// Both sides, the reference first.
+    pub const BOTH: [Side; 2] = [Side::Libnbd, Side::UnderTest];
+
+    /// A short name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Libnbd => "libnbd 1.24.4",
+            Side::UnderTest => "library under test",
+        }
+    }
+}
+
+/// True when the "library under test" is in fact libnbd 1.24.4's own
+/// (`NBD_TEST_LIBDIR` pointing at [`latest_libdir`]): how the tests of
+/// `latest.rs` are validated before our library has every 1.24 function.
+pub fn under_test_is_latest() -> bool {
+    match (libnbd_dir().canonicalize(), latest_libdir().canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// A command running libnbd 1.24's `program` (`nbdinfo`, `nbdcopy`,
+/// `nbddump`, `nbdsh`, `nbdkit` ...) through `ROOT/run`, on libnbd 1.24.4
+/// or, with `--lib`, on the library under test.  Same arguments, same
+/// loader and C library either way: only `libnbd.so.0` differs.
+pub fn latest_tool(program: &str, side: Side) -> Command {
+    let mut cmd = Command::new(latest_root().join("run"));
+    if side == Side::UnderTest {
+        cmd.arg("--lib").arg(libnbd_dir());
+    }
+    cmd.arg(program);
+    cmd.env_remove("LD_LIBRARY_PATH");
+    cmd.env_remove("LD_PRELOAD");
+    cmd.env("LC_ALL", "C");
+    cmd
+}
+
+/// The path of the `libnbd.so.0` that libnbd 1.24's Python module loaded in
+/// `nbdsh` on `side` (read from `/proc/self/maps`, whatever the library
+/// calls itself).
+pub fn latest_nbdsh_loaded_library(side: Side) -> PathBuf {
+    let out = run_ok(latest_tool("nbdsh", side).args(["-c", NBDSH_PRINT_LOADED]));
+    loaded_library(&out.stdout)
 }
 
 // ---------------------------------------------------------------------------
@@ -698,6 +830,20 @@ impl Server {
             .arg(&socket)
             .args(plugin_and_args);
         Server::spawn("nbdkit", cmd, socket, log, "")
+    }
+
+    /// libnbd 1.24's companion nbdkit 1.48 (from [`latest_root`]) in the
+    /// foreground, with a plugin by name (see [`latest_nbdkit_plugin`]) and
+    /// its parameters, e.g. `&["memory", "8M"]`; the default export is "".
+    pub fn nbdkit_latest(scratch: &Scratch, plugin_and_args: &[&str]) -> Server {
+        let (plugin, args) = plugin_and_args.split_first().expect("a plugin name");
+        let (socket, log) = server_paths(scratch, "nbdkit-1.48");
+        let mut cmd = latest_tool("nbdkit", Side::Libnbd);
+        cmd.args(["--foreground", "--exit-with-parent", "-U"])
+            .arg(&socket)
+            .arg(latest_nbdkit_plugin(plugin))
+            .args(args);
+        Server::spawn("nbdkit 1.48", cmd, socket, log, "")
     }
 
     /// `nbdkit` requiring TLS with the pre-shared keys in `keys` (see

@@ -106,13 +106,13 @@ fn tools_load_the_library_under_test() {
         assert_binary_loads(&binary, Lib::UnderTest);
         assert_binary_loads(&binary, Lib::Debian);
     }
+    // nbdinfo prints the loaded library's name and version, as nbdsh
+    // read them from the library under test.
     let out = run_ok(tool(nbdinfo(), Lib::UnderTest).arg("--version"));
+    let identity = under_test_identity();
     assert!(
-        out.stdout
-            .lines()
-            .any(|l| l.split_whitespace().next() == Some(expected_package_name())),
-        "nbdinfo --version does not name {}:\n{}",
-        expected_package_name(),
+        out.stdout.lines().any(|l| l == identity),
+        "nbdinfo --version does not name {identity}:\n{}",
         out.stdout
     );
 }
@@ -530,19 +530,18 @@ fn nbdsh_script(script: &str, uri: &str, env: &[(&str, &str)]) -> Output {
     assert!(path.is_file(), "{} is missing", path.display());
     let code = format!("exec(open({:?}).read())", path.display().to_string());
     let mut cmd = tool(nbdsh(), Lib::UnderTest);
-    cmd.env("NBD_URI", uri).args(["-c", &code]);
+    cmd.env("NBD_URI", uri)
+        .args(["-c", NBDSH_PRINT_LOADED, "-c", &code]);
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = run_ok(&mut cmd);
+    assert_ran_on_library_under_test(&out.stdout);
     assert!(
-        out.stdout.lines().any(|l| l
-            == format!(
-                "PACKAGE {} {}",
-                expected_package_name(),
-                version_of(&out.stdout)
-            )),
-        "the script did not run on the library under test:\n{}",
+        out.stdout
+            .lines()
+            .any(|l| l == format!("PACKAGE {}", under_test_identity())),
+        "the script did not print the library's name and version:\n{}",
         out.stdout
     );
     assert!(
@@ -551,15 +550,6 @@ fn nbdsh_script(script: &str, uri: &str, env: &[(&str, &str)]) -> Output {
         out.stdout
     );
     out
-}
-
-fn version_of(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("PACKAGE "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or_default()
-        .to_string()
 }
 
 #[test]

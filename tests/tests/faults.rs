@@ -22,14 +22,9 @@ fn faults_script(uri: &str, mode: &str) -> Output {
         tool(nbdsh(), Lib::UnderTest)
             .env("NBD_URI", uri)
             .env("NBD_FAULT_MODE", mode)
-            .args(["-c", &code]),
+            .args(["-c", NBDSH_PRINT_LOADED, "-c", &code]),
     );
-    let package = format!("PACKAGE {} ", expected_package_name());
-    assert!(
-        out.stdout.lines().any(|l| l.starts_with(&package)),
-        "the script did not run on the library under test:\n{}",
-        out.stdout
-    );
+    assert_ran_on_library_under_test(&out.stdout);
     assert!(
         out.stdout.lines().any(|l| l == "faults.py: OK"),
         "faults.py did not finish:\n{}",

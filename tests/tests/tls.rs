@@ -52,7 +52,7 @@ fn tls_script_env(
     let mut cmd = tool(nbdsh(), Lib::UnderTest);
     cmd.env("NBD_TLS_TARGET", target)
         .env("NBD_TLS_EXPECT", if expect_ok { "ok" } else { "fail" })
-        .args(["-c", &code]);
+        .args(["-c", NBDSH_PRINT_LOADED, "-c", &code]);
     for (k, v) in settings {
         cmd.env(format!("NBD_TLS_{k}"), v);
     }
@@ -66,12 +66,7 @@ fn tls_script_env(
         out.stdout,
         out.stderr
     );
-    let package = format!("PACKAGE {} ", expected_package_name());
-    assert!(
-        out.stdout.lines().any(|l| l.starts_with(&package)),
-        "not the library under test:\n{}",
-        out.stdout
-    );
+    assert_ran_on_library_under_test(&out.stdout);
     if let Some(line) = out.stdout.lines().find(|l| l.starts_with("FAIL ")) {
         let rest = line.trim_start_matches("FAIL errno=");
         let (errno, error) = rest.split_once(" error=").unwrap_or((rest, ""));

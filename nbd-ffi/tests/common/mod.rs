@@ -40,11 +40,13 @@ pub(crate) fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// The required ABI: `(name, version)` pairs, from shared/abi when present
-/// (the project's source of truth), else the committed copy.
-pub(crate) fn abi_symbols() -> Vec<(String, String)> {
-    let shared = repo_root().join("../shared/abi/libnbd-1.14.symbols");
-    let local = crate_dir().join("abi/libnbd-1.14.symbols");
+/// The `(name, version node)` pairs of a symbol list `libnbd-VERSION.symbols`,
+/// from shared/abi when present (the project's source of truth), else the
+/// committed copy in `nbd-ffi/abi/`.
+pub(crate) fn symbol_list(version: &str) -> Vec<(String, String)> {
+    let file = format!("libnbd-{version}.symbols");
+    let shared = repo_root().join("../shared/abi").join(&file);
+    let local = crate_dir().join("abi").join(&file);
     let path = if shared.exists() { shared } else { local };
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
@@ -56,6 +58,40 @@ pub(crate) fn abi_symbols() -> Vec<(String, String)> {
             (name, version)
         })
         .collect()
+}
+
+/// The required ABI, libnbd 1.24's: 165 `(name, version node)` pairs.
+pub(crate) fn abi_symbols() -> Vec<(String, String)> {
+    symbol_list("1.24")
+}
+
+/// libnbd 1.14's ABI (126 functions), which 1.24's must contain unchanged.
+pub(crate) fn abi_symbols_1_14() -> Vec<(String, String)> {
+    symbol_list("1.14")
+}
+
+/// Where `scripts/install-deps.sh` extracts libnbd 1.24 (its programs,
+/// library and header): `LIBNBD_LATEST`, else `/tmp/libnbd-latest`.
+/// Fails the test, saying how to make it, when it is missing (CI always
+/// has it).
+pub(crate) fn latest_root() -> PathBuf {
+    let root = match std::env::var_os("LIBNBD_LATEST") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from("/tmp/libnbd-latest"),
+    };
+    assert!(
+        root.join("sysroot/usr/include/libnbd.h").is_file(),
+        "libnbd 1.24 is not extracted under {}: run scripts/install-deps.sh, or \
+         ../shared/tools/libnbd-latest.sh {0} (set LIBNBD_LATEST to use another root)",
+        root.display()
+    );
+    root
+}
+
+/// The directory of libnbd 1.24's `libnbd.h`, the reference header (it is
+/// the only header there, so it can go on the include path as it is).
+pub(crate) fn latest_include() -> PathBuf {
+    latest_root().join("sysroot/usr/include")
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {
