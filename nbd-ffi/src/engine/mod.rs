@@ -316,6 +316,20 @@ impl Engine {
         self.tls_options = opts;
     }
 
+    /// Forgets the metadata contexts selected so far (`nbd_set_export_name`
+    /// while negotiating).
+    pub(crate) fn forget_meta_contexts(&mut self) {
+        if let Some(c) = self.client.as_mut() {
+            c.forget_meta_contexts();
+        }
+    }
+
+    /// Whether TLS settings were given (the handle's TLS mode is not
+    /// `LIBNBD_TLS_DISABLE`, or `nbd_opt_starttls` supplied them).
+    pub(crate) fn has_tls_options(&self) -> bool {
+        self.tls_options.is_some()
+    }
+
     // ----- connecting -----
 
     /// Starts a connection on a socket that may still be connecting.
@@ -1092,7 +1106,13 @@ impl Engine {
             }
             Event::MetaContext(m) => {
                 if let Some(u) = self.user_opt.as_mut() {
-                    if u.option == nbd_proto::consts::opt::LIST_META_CONTEXT {
+                    // Only the explicit requests report contexts; those an
+                    // nbd_opt_go/nbd_opt_info selects on the way do not.
+                    if matches!(
+                        u.option,
+                        nbd_proto::consts::opt::LIST_META_CONTEXT
+                            | nbd_proto::consts::opt::SET_META_CONTEXT
+                    ) {
                         u.count += 1;
                         if let Some(h) = u.hooks.as_mut() {
                             h.context(&m.name);
@@ -1112,7 +1132,7 @@ impl Engine {
                     let (mut err, message) = match &result {
                         Ok(()) => (0, String::new()),
                         Err(f) => (
-                            f.errno(),
+                            refusal_errno(option, f),
                             format!("server replied with error to {}: {f}", opt_label(option)),
                         ),
                     };
@@ -1268,6 +1288,26 @@ fn call_chunk(cmd: &mut Cmd, sub: *mut u8, len: usize, offset: u64, status: u32)
         let mut err = cmd.error;
         let r = h.chunk(sub, len, offset, status, &mut err);
         cmd.callback_returned(r, err);
+    }
+}
+
+/// The `*error` an opt-mode completion callback sees when the server
+/// refuses `option`, as libnbd 1.24 reports it.
+fn refusal_errno(option: u32, f: &nbd_proto::client::OptionFailure) -> i32 {
+    use nbd_proto::consts::{opt, rep};
+    match option {
+        // Refusing to turn a feature on: "not supported", unless the
+        // server called the request itself invalid.
+        opt::STARTTLS | opt::EXTENDED_HEADERS if f.reply_type == rep::ERR_INVALID => libc::EINVAL,
+        opt::STRUCTURED_REPLY
+            if matches!(f.reply_type, rep::ERR_INVALID | rep::ERR_EXT_HEADER_REQD) =>
+        {
+            libc::EINVAL
+        }
+        opt::STARTTLS | opt::EXTENDED_HEADERS | opt::STRUCTURED_REPLY => libc::ENOTSUP,
+        // Any refusal of an explicit context request.
+        opt::LIST_META_CONTEXT | opt::SET_META_CONTEXT => libc::ENOTSUP,
+        _ => f.errno(),
     }
 }
 

@@ -7,3 +7,5 @@
 //! are written by hand in their modules.
 
 pub mod have;
+pub mod negotiation;
+pub mod opt;

@@ -95,6 +95,10 @@ pub struct Config {
     pub request_extended_headers: bool,
     /// Metadata contexts to select with `NBD_OPT_SET_META_CONTEXT`.
     pub request_meta_contexts: Vec<String>,
+    /// Select `request_meta_contexts` automatically before `NBD_OPT_GO` /
+    /// `NBD_OPT_INFO` (default: yes). When off, the contexts selected by
+    /// an explicit [`Client::opt_set_meta_context`] stay in force.
+    pub request_meta_context: bool,
     /// Ask for `NBD_INFO_BLOCK_SIZE` (default: yes).
     pub request_block_size: bool,
     /// Ask for `NBD_INFO_NAME` and `NBD_INFO_DESCRIPTION` (default: no).
@@ -115,6 +119,7 @@ impl Default for Config {
             request_structured_replies: true,
             request_extended_headers: true,
             request_meta_contexts: Vec::new(),
+            request_meta_context: true,
             request_block_size: true,
             full_info: false,
             handshake_flags: client_flags::MASK,

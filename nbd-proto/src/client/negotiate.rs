@@ -41,9 +41,15 @@ impl Expect {
 pub(super) enum Step {
     StartTls,
     ExtendedHeaders,
+    /// Automatic: skipped when extended headers or structured replies are
+    /// already in force.
     StructuredReply,
-    /// Select the configured contexts (skipped without structured replies or
-    /// with no contexts configured).
+    /// Opt mode: sent whatever is already negotiated.
+    OptStructuredReply,
+    /// Select the configured contexts automatically: skipped when
+    /// `request_meta_context` is off; otherwise the contexts selected so far
+    /// are forgotten, and the request is skipped without structured replies
+    /// or with no contexts configured.
     SetMeta,
     /// Select explicitly given contexts.
     SetMetaQueries(Vec<String>),
@@ -161,7 +167,9 @@ impl Client {
 
     /// The automatic steps that follow STARTTLS (or the greeting).
     fn plan_after_tls(&mut self) {
-        if self.config.request_extended_headers {
+        // Extended headers imply structured replies: not asking for the
+        // latter means not asking for the former either.
+        if self.config.request_extended_headers && self.config.request_structured_replies {
             self.plan.push_back(Step::ExtendedHeaders);
         }
         if self.config.request_structured_replies {
@@ -194,7 +202,12 @@ impl Client {
                     }
                     OptionRequest::StructuredReply
                 }
+                Step::OptStructuredReply => OptionRequest::StructuredReply,
                 Step::SetMeta => {
+                    if !self.config.request_meta_context {
+                        continue;
+                    }
+                    self.contexts.clear();
                     if !self.structured || self.config.request_meta_contexts.is_empty() {
                         continue;
                     }
@@ -324,6 +337,13 @@ impl Client {
                 self.close();
             }
             (opt::STARTTLS, OptionReply::Ack) => {
+                if self.tls_negotiated {
+                    // A second TLS session inside the first is not
+                    // something a client can follow.
+                    return Err(ProtocolError::Unexpected(
+                        "the server accepted NBD_OPT_STARTTLS twice",
+                    ));
+                }
                 self.current = None;
                 self.phase = Phase::AwaitTls;
                 self.push_event(Event::StartTls);
@@ -578,9 +598,10 @@ impl Client {
         self.queue_opt(&[Step::SetMetaQueries(queries)])
     }
 
-    /// Opt mode: `NBD_OPT_STRUCTURED_REPLY`.
+    /// Opt mode: `NBD_OPT_STRUCTURED_REPLY`, sent even when structured
+    /// replies (or extended headers) are already in force.
     pub fn opt_structured_reply(&mut self) -> Result<(), SubmitError> {
-        self.queue_opt(&[Step::StructuredReply])
+        self.queue_opt(&[Step::OptStructuredReply])
     }
 
     /// Opt mode: `NBD_OPT_EXTENDED_HEADERS`.
@@ -588,12 +609,17 @@ impl Client {
         self.queue_opt(&[Step::ExtendedHeaders])
     }
 
-    /// Opt mode: `NBD_OPT_STARTTLS` (only once, before TLS is up).
+    /// Opt mode: `NBD_OPT_STARTTLS`. It is sent even when TLS is already
+    /// up (servers refuse it then); a server that accepts it a second time
+    /// kills the connection.
     pub fn opt_starttls(&mut self) -> Result<(), SubmitError> {
-        if self.tls_negotiated {
-            return Err(SubmitError::InvalidState("TLS is already negotiated"));
-        }
         self.queue_opt(&[Step::StartTls])
+    }
+
+    /// Forgets the metadata contexts selected so far (the export they were
+    /// selected for is no longer the one asked for).
+    pub fn forget_meta_contexts(&mut self) {
+        self.contexts.clear();
     }
 
     /// Opt mode: `NBD_OPT_ABORT`; the connection closes after the reply.
