@@ -48,8 +48,7 @@ impl HandleInner {
             request_structured_replies: n.request_structured_replies,
             // Extended headers imply structured replies: without those the
             // setting is ignored (nbd_set_request_extended_headers(3)).
-            request_extended_headers: n.request_extended_headers
-                && n.request_structured_replies,
+            request_extended_headers: n.request_extended_headers && n.request_structured_replies,
             request_meta_contexts: n.meta_contexts.iter().map(|c| lossy(c)).collect(),
             request_meta_context: n.request_meta_context,
             request_block_size: n.request_block_size,

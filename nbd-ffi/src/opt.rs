@@ -79,13 +79,7 @@ enum Outcome {
 
 /// The handle's metadata context list, as the protocol core takes it.
 fn handle_contexts(inner: &HandleInner) -> Vec<String> {
-    strings(
-        inner
-            .negotiation
-            .meta_contexts
-            .iter()
-            .map(|c| c.as_c_str()),
-    )
+    strings(inner.negotiation.meta_contexts.iter().map(|c| c.as_c_str()))
 }
 
 fn strings<'a>(list: impl IntoIterator<Item = &'a CStr>) -> Vec<String> {
@@ -201,7 +195,10 @@ fn completion_only(completion: Owned<CompletionCallback>) -> OptCallbacks {
     }
 }
 
-fn with_list(list: Owned<ListCallback>, completion: Option<Owned<CompletionCallback>>) -> OptCallbacks {
+fn with_list(
+    list: Owned<ListCallback>,
+    completion: Option<Owned<CompletionCallback>>,
+) -> OptCallbacks {
     // Mid-option callbacks are released before the completion callback.
     OptCallbacks {
         list: Some(list),
@@ -240,12 +237,22 @@ pub(crate) fn opt_starttls(inner: &mut HandleInner) -> Result<c_int, Error> {
 
 /// `nbd_opt_extended_headers`: 1 if the server agreed, 0 if it refused.
 pub(crate) fn opt_extended_headers(inner: &mut HandleInner) -> Result<c_int, Error> {
-    option(inner, Request::ExtendedHeaders, OptCallbacks::default(), true)
+    option(
+        inner,
+        Request::ExtendedHeaders,
+        OptCallbacks::default(),
+        true,
+    )
 }
 
 /// `nbd_opt_structured_reply`: 1 if the server agreed, 0 if it refused.
 pub(crate) fn opt_structured_reply(inner: &mut HandleInner) -> Result<c_int, Error> {
-    option(inner, Request::StructuredReply, OptCallbacks::default(), true)
+    option(
+        inner,
+        Request::StructuredReply,
+        OptCallbacks::default(),
+        true,
+    )
 }
 
 /// `nbd_opt_list`: how many exports the server listed.
@@ -308,7 +315,12 @@ pub(crate) fn aio_opt_go(
     inner: &mut HandleInner,
     completion_callback: Owned<CompletionCallback>,
 ) -> Result<c_int, Error> {
-    option(inner, Request::Go, completion_only(completion_callback), false)
+    option(
+        inner,
+        Request::Go,
+        completion_only(completion_callback),
+        false,
+    )
 }
 
 /// `nbd_aio_opt_abort`.
@@ -358,7 +370,12 @@ pub(crate) fn aio_opt_info(
     inner: &mut HandleInner,
     completion_callback: Owned<CompletionCallback>,
 ) -> Result<c_int, Error> {
-    option(inner, Request::Info, completion_only(completion_callback), false)
+    option(
+        inner,
+        Request::Info,
+        completion_only(completion_callback),
+        false,
+    )
 }
 
 /// `nbd_aio_opt_list_meta_context`.
@@ -380,7 +397,12 @@ pub(crate) fn aio_opt_list_meta_context_queries(
     completion_callback: Owned<CompletionCallback>,
 ) -> Result<c_int, Error> {
     let cbs = with_context(context_callback, Some(completion_callback));
-    option(inner, Request::ListMetaContext(strings(queries)), cbs, false)
+    option(
+        inner,
+        Request::ListMetaContext(strings(queries)),
+        cbs,
+        false,
+    )
 }
 
 /// `nbd_aio_opt_set_meta_context`.
