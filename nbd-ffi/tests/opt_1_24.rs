@@ -556,10 +556,8 @@ fn qemu_set_meta_context_queries_use_the_list_given_not_the_handles() {
     assert_eq!(names(p), ["base:allocation"]);
     // The handle's own list is untouched.
     // SAFETY: h is open.
-    assert_eq!(
-        unsafe { nbd_ffi::negotiation::nbd_get_nr_meta_contexts(h.0) },
-        0
-    );
+    let rc = unsafe { nbd_ffi::negotiation::nbd_get_nr_meta_contexts(h.0) };
+    assert_eq!(rc, 0);
     assert_eq!(h.can_meta_context("base:allocation"), 1);
     assert_eq!(h.can_meta_context("nosuch:context"), 0);
 
@@ -649,10 +647,8 @@ fn request_meta_context_off_skips_the_automatic_selection() {
     let h = H::new();
     h.add_meta_context("base:allocation");
     // SAFETY: h is open.
-    assert_eq!(
-        unsafe { nbd_ffi::negotiation::nbd_set_request_meta_context(h.0, false) },
-        0
-    );
+    let rc = unsafe { nbd_ffi::negotiation::nbd_set_request_meta_context(h.0, false) };
+    assert_eq!(rc, 0);
     h.connect(&server);
     assert!(h.ready());
     assert_ne!(h.can_meta_context("base:allocation"), 1);
@@ -992,16 +988,12 @@ fn set_meta_context_refused_fails_with_enotsup_and_selects_nothing() {
     assert_eq!(unsafe { nbd_ffi::opt::nbd_opt_structured_reply(c.h) }, 1);
     let p = Probe::new();
     // SAFETY: h is open; leaked probe.
-    assert_eq!(
-        unsafe { nbd_ffi::opt::nbd_opt_set_meta_context(c.h, p.context()) },
-        1
-    );
+    let rc = unsafe { nbd_ffi::opt::nbd_opt_set_meta_context(c.h, p.context()) };
+    assert_eq!(rc, 1);
     let q = Probe::new();
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { nbd_ffi::opt::nbd_opt_set_meta_context(c.h, q.context()) },
-        -1
-    );
+    let rc = unsafe { nbd_ffi::opt::nbd_opt_set_meta_context(c.h, q.context()) };
+    assert_eq!(rc, -1);
     assert_eq!(errno(), ENOTSUP);
     assert_eq!(
         names(q),
@@ -1011,11 +1003,8 @@ fn set_meta_context_refused_fails_with_enotsup_and_selects_nothing() {
     q.assert_freed_once();
     let name = CString::new(BASE_ALLOCATION).unwrap();
     // SAFETY: h is open; name is a C string.
-    assert_ne!(
-        unsafe { nbd_ffi::info::nbd_can_meta_context(c.h, name.as_ptr()) },
-        1,
-        "a failed selection selects nothing"
-    );
+    let rc = unsafe { nbd_ffi::info::nbd_can_meta_context(c.h, name.as_ptr()) };
+    assert_ne!(rc, 1, "a failed selection selects nothing");
     assert!(c.is_negotiating());
     c.finish();
 }
@@ -1064,18 +1053,14 @@ fn request_extended_headers_off_or_structured_replies_off() {
     let no_eh: Setup = |h| {
         setup::meta(h);
         // SAFETY: h is open.
-        assert_eq!(
-            unsafe { nbd_ffi::negotiation::nbd_set_request_extended_headers(h, false) },
-            0
-        );
+        let rc = unsafe { nbd_ffi::negotiation::nbd_set_request_extended_headers(h, false) };
+        assert_eq!(rc, 0);
     };
     let no_sr: Setup = |h| {
         setup::meta(h);
         // SAFETY: h is open.
-        assert_eq!(
-            unsafe { nbd_ffi::negotiation::nbd_set_request_structured_replies(h, false) },
-            0
-        );
+        let rc = unsafe { nbd_ffi::negotiation::nbd_set_request_structured_replies(h, false) };
+        assert_eq!(rc, 0);
     };
     // Without structured replies the extended headers setting is ignored.
     for (setup, want) in [

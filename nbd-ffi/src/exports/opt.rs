@@ -261,7 +261,7 @@ pub unsafe extern "C" fn nbd_opt_list_meta_context_queries(
         let h = unsafe { ptr::handle(h) }?;
         h.call(
             fname,
-            || [format!("queries=<list>"), "context=<fn>".to_string()].join(" "),
+            || ["queries=<list>".to_string(), "context=<fn>".to_string()].join(" "),
             |inner| -> Result<c_int, Error> {
                 Permitted::NEGOTIATING.check(inner.state())?;
                 // SAFETY: queries is NULL or a NULL-terminated list (see # Safety).
@@ -336,7 +336,7 @@ pub unsafe extern "C" fn nbd_opt_set_meta_context_queries(
         let h = unsafe { ptr::handle(h) }?;
         h.call(
             fname,
-            || [format!("queries=<list>"), "context=<fn>".to_string()].join(" "),
+            || ["queries=<list>".to_string(), "context=<fn>".to_string()].join(" "),
             |inner| -> Result<c_int, Error> {
                 Permitted::NEGOTIATING.check(inner.state())?;
                 // SAFETY: queries is NULL or a NULL-terminated list (see # Safety).
@@ -628,7 +628,7 @@ pub unsafe extern "C" fn nbd_aio_opt_list_meta_context_queries(
             fname,
             || {
                 [
-                    format!("queries=<list>"),
+                    "queries=<list>".to_string(),
                     "context=<fn>".to_string(),
                     "completion=<fn>".to_string(),
                 ]
@@ -722,7 +722,7 @@ pub unsafe extern "C" fn nbd_aio_opt_set_meta_context_queries(
             fname,
             || {
                 [
-                    format!("queries=<list>"),
+                    "queries=<list>".to_string(),
                     "context=<fn>".to_string(),
                     "completion=<fn>".to_string(),
                 ]

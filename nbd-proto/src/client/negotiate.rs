@@ -167,9 +167,7 @@ impl Client {
 
     /// The automatic steps that follow STARTTLS (or the greeting).
     fn plan_after_tls(&mut self) {
-        // Extended headers imply structured replies: not asking for the
-        // latter means not asking for the former either.
-        if self.config.request_extended_headers && self.config.request_structured_replies {
+        if self.config.request_extended_headers {
             self.plan.push_back(Step::ExtendedHeaders);
         }
         if self.config.request_structured_replies {
