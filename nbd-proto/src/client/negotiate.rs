@@ -206,18 +206,26 @@ impl Client {
                         continue;
                     }
                     self.contexts.clear();
+                    self.meta_valid = false;
                     if !self.structured || self.config.request_meta_contexts.is_empty() {
+                        self.meta_skipped = true;
                         continue;
                     }
+                    self.meta_skipped = false;
                     OptionRequest::SetMetaContext {
                         name: self.config.export_name.clone(),
                         queries: self.config.request_meta_contexts.clone(),
                     }
                 }
-                Step::SetMetaQueries(queries) => OptionRequest::SetMetaContext {
-                    name: self.config.export_name.clone(),
-                    queries,
-                },
+                Step::SetMetaQueries(queries) => {
+                    self.contexts.clear();
+                    self.meta_valid = false;
+                    self.meta_skipped = false;
+                    OptionRequest::SetMetaContext {
+                        name: self.config.export_name.clone(),
+                        queries,
+                    }
+                }
                 Step::ListMeta(queries) => OptionRequest::ListMetaContext {
                     name: self.config.export_name.clone(),
                     queries,
@@ -372,6 +380,7 @@ impl Client {
                 self.push_event(Event::MetaContext(m));
             }
             (opt::SET_META_CONTEXT, OptionReply::Ack) => {
+                self.meta_valid = true;
                 self.contexts = self
                     .current
                     .as_mut()
@@ -404,6 +413,10 @@ impl Client {
                     return Err(ProtocolError::Unexpected(
                         "option acknowledged without NBD_INFO_EXPORT",
                     ));
+                }
+                if self.meta_skipped {
+                    self.meta_skipped = false;
+                    self.meta_valid = true;
                 }
                 if option == opt::GO {
                     self.current = None;
@@ -539,6 +552,8 @@ impl Client {
         self.structured = false;
         self.extended = false;
         self.contexts.clear();
+        self.meta_valid = false;
+        self.meta_skipped = false;
         self.export = super::ExportInfo::default();
         self.got_export_info = false;
         self.phase = Phase::Options;
@@ -618,6 +633,8 @@ impl Client {
     /// selected for is no longer the one asked for).
     pub fn forget_meta_contexts(&mut self) {
         self.contexts.clear();
+        self.meta_valid = false;
+        self.meta_skipped = false;
     }
 
     /// Opt mode: `NBD_OPT_ABORT`; the connection closes after the reply.
