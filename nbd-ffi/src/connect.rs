@@ -66,6 +66,8 @@ impl HandleInner {
             Target::Tcp { host, .. } => Some(host.clone()),
             _ => None,
         };
+        // Kept for nbd_opt_starttls on a handle whose TLS mode is off.
+        self.engine.set_tls_hostname(hostname.clone());
         let tls = self.tls.options(hostname)?;
         self.engine.set_tls_options(tls);
         let started: Result<(), EngineError> = (|| {

@@ -97,9 +97,7 @@ fn prepare_starttls(inner: &mut HandleInner) -> Result<(), Error> {
     }
     let mode = inner.tls.mode;
     inner.tls.mode = crate::constants::LIBNBD_TLS_ALLOW;
-    // The hostname to check a certificate against is not known here (it
-    // came with the connect call); the certificate chain is still checked.
-    let options = inner.tls.options(None);
+    let options = inner.tls.options(inner.engine.tls_hostname());
     inner.tls.mode = mode;
     inner.engine.set_tls_options(options?);
     Ok(())

@@ -196,6 +196,8 @@ pub(crate) struct Engine {
     tls_options: Option<tls::TlsOptions>,
     /// The TLS session, from the server's STARTTLS acknowledgement on.
     tls: Option<tls::TlsSession>,
+    /// The server's host name, when connected over TCP.
+    tls_hostname: Option<String>,
     /// The handle is being closed: callbacks are released, not called
     /// (libnbd: the status of unretired commands is lost on close).
     closing: bool,
@@ -239,6 +241,7 @@ impl Engine {
             large_reads: 0,
             tls_options: None,
             tls: None,
+            tls_hostname: None,
             closing: false,
         }
     }
@@ -322,6 +325,17 @@ impl Engine {
         if let Some(c) = self.client.as_mut() {
             c.forget_meta_contexts();
         }
+    }
+
+    /// Records the server's host name (TCP connections), for TLS settings
+    /// made later by `nbd_opt_starttls`.
+    pub(crate) fn set_tls_hostname(&mut self, hostname: Option<String>) {
+        self.tls_hostname = hostname;
+    }
+
+    /// The server's host name recorded by [`Engine::set_tls_hostname`].
+    pub(crate) fn tls_hostname(&self) -> Option<String> {
+        self.tls_hostname.clone()
     }
 
     /// Whether TLS settings were given (the handle's TLS mode is not
