@@ -46,10 +46,11 @@ impl HandleInner {
                 _ => TlsMode::Disable,
             },
             request_structured_replies: n.request_structured_replies,
-            // libnbd 1.14 has no extended headers; asking for them changes
-            // nothing the C API shows, and gives 64-bit block status.
-            request_extended_headers: n.request_structured_replies,
+            // Extended headers imply structured replies: without those the
+            // setting is ignored (nbd_set_request_extended_headers(3)).
+            request_extended_headers: n.request_extended_headers && n.request_structured_replies,
             request_meta_contexts: n.meta_contexts.iter().map(|c| lossy(c)).collect(),
+            request_meta_context: n.request_meta_context,
             request_block_size: n.request_block_size,
             full_info: n.full_info,
             handshake_flags: n.handshake_flags,
@@ -65,6 +66,8 @@ impl HandleInner {
             Target::Tcp { host, .. } => Some(host.clone()),
             _ => None,
         };
+        // Kept for nbd_opt_starttls on a handle whose TLS mode is off.
+        self.engine.set_tls_hostname(hostname.clone());
         let tls = self.tls.options(hostname)?;
         self.engine.set_tls_options(tls);
         let started: Result<(), EngineError> = (|| {

@@ -700,7 +700,12 @@ fn starttls_in_opt_mode_forgets_what_was_negotiated_in_clear() {
     assert!(!c.extended_headers(), "extended headers survived STARTTLS");
     assert!(c.meta_contexts().is_empty());
     assert_eq!(c.state(), State::Negotiating);
-    assert!(c.opt_starttls().is_err(), "TLS twice");
+    // A second STARTTLS goes out (servers refuse it); accepting it kills
+    // the connection rather than nesting a session.
+    c.opt_starttls().expect("STARTTLS may be asked for again");
+    assert_eq!(parse_options(&drain(&mut c)), [(opt::STARTTLS, Vec::new())]);
+    h.feed(&mut c, &ack(opt::STARTTLS));
+    assert_dead(&c, &h, errno::EPROTO);
 }
 
 #[test]
@@ -914,4 +919,134 @@ fn too_many_meta_contexts_in_one_set_reply_kill_the_connection() {
     h.feed(&mut c, &s);
     assert!(h.dead(), "1025 contexts must be refused");
     assert_eq!(c.state(), nbd_proto::client::State::Dead);
+}
+
+/// An opt-mode client that has agreed structured replies (and no extended
+/// headers), waiting for the caller.
+fn negotiating_structured(cfg: Config) -> (Client, Harness) {
+    let (mut c, mut h) = fresh(cfg);
+    h.feed(&mut c, &greeting(FIXED));
+    let mut out = drain(&mut c)[4..].to_vec();
+    while c.state() != State::Negotiating {
+        for (option, _) in parse_options(&out) {
+            let reply = match option {
+                opt::STRUCTURED_REPLY => ack(option),
+                _ => unsup(option),
+            };
+            h.feed(&mut c, &reply);
+        }
+        out = drain(&mut c);
+    }
+    assert!(c.structured_replies());
+    assert!(!c.extended_headers());
+    (c, h)
+}
+
+fn base_allocation(option: u32) -> Vec<u8> {
+    opt_reply(
+        option,
+        &OptionReply::MetaContext(MetaContext {
+            id: 3,
+            name: "base:allocation".into(),
+        }),
+    )
+}
+
+#[test]
+fn request_meta_context_off_keeps_an_explicit_selection_through_go() {
+    let (mut c, mut h) = negotiating_structured(Config {
+        request_meta_context: false,
+        ..opt_mode(Mode::Structured)
+    });
+    assert!(!c.meta_contexts_valid());
+    c.opt_set_meta_context(vec!["base:allocation".into()])
+        .unwrap();
+    let sent: Vec<u32> = parse_options(&drain(&mut c))
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    assert_eq!(sent, [opt::SET_META_CONTEXT]);
+    h.feed(&mut c, &base_allocation(opt::SET_META_CONTEXT));
+    h.feed(&mut c, &ack(opt::SET_META_CONTEXT));
+    assert!(c.meta_contexts_valid());
+    assert_eq!(c.meta_context_id("base:allocation"), Some(3));
+    // GO goes out alone, and the selection stays.
+    c.opt_go().unwrap();
+    let sent: Vec<u32> = parse_options(&drain(&mut c))
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    assert_eq!(sent, [opt::GO]);
+    h.feed(&mut c, &go_ok(1 << 20, 1));
+    assert_eq!(c.state(), State::Ready);
+    assert!(c.meta_contexts_valid());
+    assert_eq!(c.meta_context_id("base:allocation"), Some(3));
+}
+
+#[test]
+fn automatic_selection_forgets_the_explicit_one_and_validates_when_skipped() {
+    // request_meta_context on, no contexts configured: GO forgets the
+    // explicit selection and the empty result counts as valid.
+    let (mut c, mut h) = negotiating_structured(opt_mode(Mode::Structured));
+    c.opt_set_meta_context(vec!["base:allocation".into()])
+        .unwrap();
+    drain(&mut c);
+    h.feed(&mut c, &base_allocation(opt::SET_META_CONTEXT));
+    h.feed(&mut c, &ack(opt::SET_META_CONTEXT));
+    assert_eq!(c.meta_context_id("base:allocation"), Some(3));
+    c.config_mut().request_meta_contexts.clear();
+    c.opt_go().unwrap();
+    let sent: Vec<u32> = parse_options(&drain(&mut c))
+        .into_iter()
+        .map(|(o, _)| o)
+        .collect();
+    assert_eq!(sent, [opt::GO]);
+    assert!(!c.meta_contexts_valid(), "not before GO succeeds");
+    h.feed(&mut c, &go_ok(1 << 20, 1));
+    assert_eq!(c.state(), State::Ready);
+    assert!(c.meta_contexts().is_empty());
+    assert!(c.meta_contexts_valid());
+}
+
+#[test]
+fn refused_selection_and_forget_leave_the_contexts_invalid() {
+    let (mut c, mut h) = negotiating_structured(opt_mode(Mode::Structured));
+    c.opt_set_meta_context(vec!["base:allocation".into()])
+        .unwrap();
+    drain(&mut c);
+    h.feed(&mut c, &base_allocation(opt::SET_META_CONTEXT));
+    h.feed(&mut c, &ack(opt::SET_META_CONTEXT));
+    assert!(c.meta_contexts_valid());
+    c.forget_meta_contexts();
+    assert!(!c.meta_contexts_valid());
+    assert!(c.meta_contexts().is_empty());
+    c.opt_set_meta_context(vec!["base:allocation".into()])
+        .unwrap();
+    drain(&mut c);
+    h.feed(&mut c, &opt_error(opt::SET_META_CONTEXT, rep::ERR_UNSUP));
+    assert_eq!(c.state(), State::Negotiating);
+    assert!(!c.meta_contexts_valid());
+    assert!(c.meta_contexts().is_empty());
+}
+
+#[test]
+fn opt_structured_reply_goes_out_after_extended_headers() {
+    let (mut c, mut h) = fresh(opt_mode(Mode::Extended));
+    h.feed(&mut c, &greeting(FIXED));
+    drain(&mut c);
+    h.feed(&mut c, &ack(opt::EXTENDED_HEADERS));
+    assert!(c.extended_headers());
+    assert!(
+        drain(&mut c).is_empty(),
+        "STRUCTURED_REPLY skipped automatically"
+    );
+    c.opt_structured_reply().unwrap();
+    assert_eq!(
+        parse_options(&drain(&mut c)),
+        [(opt::STRUCTURED_REPLY, Vec::new())]
+    );
+    h.feed(&mut c, &opt_error(opt::STRUCTURED_REPLY, rep::ERR_INVALID));
+    assert_eq!(c.state(), State::Negotiating);
+    assert!(c.extended_headers(), "a refusal takes nothing back");
+    assert!(c.structured_replies());
 }

@@ -197,6 +197,8 @@ pub(crate) struct Engine {
     tls_options: Option<tls::TlsOptions>,
     /// The TLS session, from the server's STARTTLS acknowledgement on.
     tls: Option<tls::TlsSession>,
+    /// The server's host name, when connected over TCP.
+    tls_hostname: Option<String>,
     /// The handle is being closed: callbacks are released, not called
     /// (libnbd: the status of unretired commands is lost on close).
     closing: bool,
@@ -240,6 +242,7 @@ impl Engine {
             large_reads: 0,
             tls_options: None,
             tls: None,
+            tls_hostname: None,
             closing: false,
         }
     }
@@ -315,6 +318,31 @@ impl Engine {
     /// Sets what TLS, if the server agrees to start it, will use.
     pub(crate) fn set_tls_options(&mut self, opts: Option<tls::TlsOptions>) {
         self.tls_options = opts;
+    }
+
+    /// Forgets the metadata contexts selected so far (`nbd_set_export_name`
+    /// while negotiating).
+    pub(crate) fn forget_meta_contexts(&mut self) {
+        if let Some(c) = self.client.as_mut() {
+            c.forget_meta_contexts();
+        }
+    }
+
+    /// Records the server's host name (TCP connections), for TLS settings
+    /// made later by `nbd_opt_starttls`.
+    pub(crate) fn set_tls_hostname(&mut self, hostname: Option<String>) {
+        self.tls_hostname = hostname;
+    }
+
+    /// The server's host name recorded by [`Engine::set_tls_hostname`].
+    pub(crate) fn tls_hostname(&self) -> Option<String> {
+        self.tls_hostname.clone()
+    }
+
+    /// Whether TLS settings were given (the handle's TLS mode is not
+    /// `LIBNBD_TLS_DISABLE`, or `nbd_opt_starttls` supplied them).
+    pub(crate) fn has_tls_options(&self) -> bool {
+        self.tls_options.is_some()
     }
 
     // ----- connecting -----
@@ -1093,7 +1121,13 @@ impl Engine {
             }
             Event::MetaContext(m) => {
                 if let Some(u) = self.user_opt.as_mut() {
-                    if u.option == nbd_proto::consts::opt::LIST_META_CONTEXT {
+                    // Only the explicit requests report contexts; those an
+                    // nbd_opt_go/nbd_opt_info selects on the way do not.
+                    if matches!(
+                        u.option,
+                        nbd_proto::consts::opt::LIST_META_CONTEXT
+                            | nbd_proto::consts::opt::SET_META_CONTEXT
+                    ) {
                         u.count += 1;
                         if let Some(h) = u.hooks.as_mut() {
                             h.context(&m.name);
@@ -1113,7 +1147,7 @@ impl Engine {
                     let (mut err, message) = match &result {
                         Ok(()) => (0, String::new()),
                         Err(f) => (
-                            f.errno(),
+                            refusal_errno(option, f),
                             format!("server replied with error to {}: {f}", opt_label(option)),
                         ),
                     };
@@ -1269,6 +1303,26 @@ fn call_chunk(cmd: &mut Cmd, sub: *mut u8, len: usize, offset: u64, status: u32)
         let mut err = cmd.error;
         let r = h.chunk(sub, len, offset, status, &mut err);
         cmd.callback_returned(r, err);
+    }
+}
+
+/// The `*error` an opt-mode completion callback sees when the server
+/// refuses `option`, as libnbd 1.24 reports it.
+fn refusal_errno(option: u32, f: &nbd_proto::client::OptionFailure) -> i32 {
+    use nbd_proto::consts::{opt, rep};
+    match option {
+        // Refusing to turn a feature on: "not supported", unless the
+        // server called the request itself invalid.
+        opt::STARTTLS | opt::EXTENDED_HEADERS if f.reply_type == rep::ERR_INVALID => libc::EINVAL,
+        opt::STRUCTURED_REPLY
+            if matches!(f.reply_type, rep::ERR_INVALID | rep::ERR_EXT_HEADER_REQD) =>
+        {
+            libc::EINVAL
+        }
+        opt::STARTTLS | opt::EXTENDED_HEADERS | opt::STRUCTURED_REPLY => libc::ENOTSUP,
+        // Any refusal of an explicit context request.
+        opt::LIST_META_CONTEXT | opt::SET_META_CONTEXT => libc::ENOTSUP,
+        _ => f.errno(),
     }
 }
 

@@ -9,4 +9,6 @@
 pub mod debug;
 pub mod handle;
 pub mod have;
+pub mod negotiation;
+pub mod opt;
 pub mod state;

@@ -95,6 +95,10 @@ pub struct Config {
     pub request_extended_headers: bool,
     /// Metadata contexts to select with `NBD_OPT_SET_META_CONTEXT`.
     pub request_meta_contexts: Vec<String>,
+    /// Select `request_meta_contexts` automatically before `NBD_OPT_GO` /
+    /// `NBD_OPT_INFO` (default: yes). When off, the contexts selected by
+    /// an explicit [`Client::opt_set_meta_context`] stay in force.
+    pub request_meta_context: bool,
     /// Ask for `NBD_INFO_BLOCK_SIZE` (default: yes).
     pub request_block_size: bool,
     /// Ask for `NBD_INFO_NAME` and `NBD_INFO_DESCRIPTION` (default: no).
@@ -115,6 +119,7 @@ impl Default for Config {
             request_structured_replies: true,
             request_extended_headers: true,
             request_meta_contexts: Vec::new(),
+            request_meta_context: true,
             request_block_size: true,
             full_info: false,
             handshake_flags: client_flags::MASK,
@@ -403,6 +408,12 @@ pub struct Client {
     structured: bool,
     extended: bool,
     contexts: Vec<MetaContext>,
+    /// `contexts` is the answer of a successful selection (see
+    /// [`Client::meta_contexts_valid`]).
+    meta_valid: bool,
+    /// The automatic selection was skipped; the next successful INFO/GO
+    /// makes the (empty) selection valid.
+    meta_skipped: bool,
     export: ExportInfo,
     // Transmission.
     cmds: CookieMap<transmit::InFlight>,
@@ -438,6 +449,8 @@ impl Client {
             structured: false,
             extended: false,
             contexts: Vec::new(),
+            meta_valid: false,
+            meta_skipped: false,
             export: ExportInfo::default(),
             cmds: CookieMap::new(),
             next_cookie: 1,
@@ -563,6 +576,19 @@ impl Client {
     /// The metadata contexts the server selected, with their ids.
     pub fn meta_contexts(&self) -> &[MetaContext] {
         &self.contexts
+    }
+
+    /// Whether [`Client::meta_contexts`] is the outcome of a selection:
+    /// an `NBD_OPT_SET_META_CONTEXT` the server acknowledged, or an
+    /// `NBD_OPT_INFO`/`GO` that succeeded after the automatic selection
+    /// had nothing to ask (no structured replies, or no contexts configured).
+    /// False before any, after a refused selection, after
+    /// [`Client::forget_meta_contexts`], after STARTTLS, and when
+    /// `request_meta_context` is off and nothing was selected explicitly
+    /// (libnbd's `nbd_can_meta_context` fails then, if contexts were
+    /// requested).
+    pub fn meta_contexts_valid(&self) -> bool {
+        self.meta_valid
     }
 
     /// The id of a selected metadata context.

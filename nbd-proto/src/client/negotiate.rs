@@ -41,9 +41,15 @@ impl Expect {
 pub(super) enum Step {
     StartTls,
     ExtendedHeaders,
+    /// Automatic: skipped when extended headers or structured replies are
+    /// already in force.
     StructuredReply,
-    /// Select the configured contexts (skipped without structured replies or
-    /// with no contexts configured).
+    /// Opt mode: sent whatever is already negotiated.
+    OptStructuredReply,
+    /// Select the configured contexts automatically: skipped when
+    /// `request_meta_context` is off; otherwise the contexts selected so far
+    /// are forgotten, and the request is skipped without structured replies
+    /// or with no contexts configured.
     SetMeta,
     /// Select explicitly given contexts.
     SetMetaQueries(Vec<String>),
@@ -194,19 +200,32 @@ impl Client {
                     }
                     OptionRequest::StructuredReply
                 }
+                Step::OptStructuredReply => OptionRequest::StructuredReply,
                 Step::SetMeta => {
-                    if !self.structured || self.config.request_meta_contexts.is_empty() {
+                    if !self.config.request_meta_context {
                         continue;
                     }
+                    self.contexts.clear();
+                    self.meta_valid = false;
+                    if !self.structured || self.config.request_meta_contexts.is_empty() {
+                        self.meta_skipped = true;
+                        continue;
+                    }
+                    self.meta_skipped = false;
                     OptionRequest::SetMetaContext {
                         name: self.config.export_name.clone(),
                         queries: self.config.request_meta_contexts.clone(),
                     }
                 }
-                Step::SetMetaQueries(queries) => OptionRequest::SetMetaContext {
-                    name: self.config.export_name.clone(),
-                    queries,
-                },
+                Step::SetMetaQueries(queries) => {
+                    self.contexts.clear();
+                    self.meta_valid = false;
+                    self.meta_skipped = false;
+                    OptionRequest::SetMetaContext {
+                        name: self.config.export_name.clone(),
+                        queries,
+                    }
+                }
                 Step::ListMeta(queries) => OptionRequest::ListMetaContext {
                     name: self.config.export_name.clone(),
                     queries,
@@ -324,6 +343,13 @@ impl Client {
                 self.close();
             }
             (opt::STARTTLS, OptionReply::Ack) => {
+                if self.tls_negotiated {
+                    // A second TLS session inside the first is not
+                    // something a client can follow.
+                    return Err(ProtocolError::Unexpected(
+                        "the server accepted NBD_OPT_STARTTLS twice",
+                    ));
+                }
                 self.current = None;
                 self.phase = Phase::AwaitTls;
                 self.push_event(Event::StartTls);
@@ -354,6 +380,7 @@ impl Client {
                 self.push_event(Event::MetaContext(m));
             }
             (opt::SET_META_CONTEXT, OptionReply::Ack) => {
+                self.meta_valid = true;
                 self.contexts = self
                     .current
                     .as_mut()
@@ -386,6 +413,10 @@ impl Client {
                     return Err(ProtocolError::Unexpected(
                         "option acknowledged without NBD_INFO_EXPORT",
                     ));
+                }
+                if self.meta_skipped {
+                    self.meta_skipped = false;
+                    self.meta_valid = true;
                 }
                 if option == opt::GO {
                     self.current = None;
@@ -521,6 +552,8 @@ impl Client {
         self.structured = false;
         self.extended = false;
         self.contexts.clear();
+        self.meta_valid = false;
+        self.meta_skipped = false;
         self.export = super::ExportInfo::default();
         self.got_export_info = false;
         self.phase = Phase::Options;
@@ -578,9 +611,10 @@ impl Client {
         self.queue_opt(&[Step::SetMetaQueries(queries)])
     }
 
-    /// Opt mode: `NBD_OPT_STRUCTURED_REPLY`.
+    /// Opt mode: `NBD_OPT_STRUCTURED_REPLY`, sent even when structured
+    /// replies (or extended headers) are already in force.
     pub fn opt_structured_reply(&mut self) -> Result<(), SubmitError> {
-        self.queue_opt(&[Step::StructuredReply])
+        self.queue_opt(&[Step::OptStructuredReply])
     }
 
     /// Opt mode: `NBD_OPT_EXTENDED_HEADERS`.
@@ -588,12 +622,19 @@ impl Client {
         self.queue_opt(&[Step::ExtendedHeaders])
     }
 
-    /// Opt mode: `NBD_OPT_STARTTLS` (only once, before TLS is up).
+    /// Opt mode: `NBD_OPT_STARTTLS`. It is sent even when TLS is already
+    /// up (servers refuse it then); a server that accepts it a second time
+    /// kills the connection.
     pub fn opt_starttls(&mut self) -> Result<(), SubmitError> {
-        if self.tls_negotiated {
-            return Err(SubmitError::InvalidState("TLS is already negotiated"));
-        }
         self.queue_opt(&[Step::StartTls])
+    }
+
+    /// Forgets the metadata contexts selected so far (the export they were
+    /// selected for is no longer the one asked for).
+    pub fn forget_meta_contexts(&mut self) {
+        self.contexts.clear();
+        self.meta_valid = false;
+        self.meta_skipped = false;
     }
 
     /// Opt mode: `NBD_OPT_ABORT`; the connection closes after the reply.
