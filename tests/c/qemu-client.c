@@ -58,6 +58,8 @@
 static const char *
 errno_name (int e)
 {
+  static char number[32];
+
   switch (e) {
   case 0: return "0";
   case EPERM: return "EPERM";
@@ -71,7 +73,9 @@ errno_name (int e)
   case EACCES: return "EACCES";
   case ESHUTDOWN: return "ESHUTDOWN";
   case EPIPE: return "EPIPE";
-  default: return "other";
+  default:
+    snprintf (number, sizeof number, "%d", e);
+    return number;
   }
 }
 

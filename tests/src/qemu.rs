@@ -359,6 +359,35 @@ pub fn same_output(src: &Path, args: &[&str]) -> Output {
     ours
 }
 
+/// Runs qemu-client with `args` on both libraries, where the connection
+/// must fail: both must fail in the same call (the `FAILED CALL errno=E`
+/// line) with exit status 1; the errno is not compared, and is returned
+/// as `(Debian's, ours)`.  Only for the failures where the errno
+/// legitimately differs: libnbd (1.14 and 1.24 alike) reports errno 0 for
+/// a failed TLS handshake, as its TLS library's error carries no errno,
+/// while this library names the cause (EIO when the peer closed during the
+/// handshake, EACCES or the like for a certificate it rejected).
+pub fn client_same_failure(args: &[&str]) -> (String, String) {
+    let exe = |lib| qemu_client(lib);
+    let debian = run(tool(exe(Lib::Debian), Lib::Debian).args(args));
+    let ours = run(tool(exe(Lib::UnderTest), Lib::UnderTest).args(args));
+    let failed = |out: &Output| -> (String, String) {
+        assert_eq!(out.code(), 1, "qemu-client {args:?} should fail:\n{}", out.stdout);
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("FAILED "))
+            .unwrap_or_else(|| panic!("no FAILED line:\n{}", out.stdout));
+        let (call, errno) = line.split_once(" errno=").expect("errno");
+        (call.to_string(), errno.to_string())
+    };
+    let (debian_call, debian_errno) = failed(&debian);
+    let (our_call, our_errno) = failed(&ours);
+    assert_eq!(debian_call, our_call, "qemu-client {args:?}: failed in another call");
+    println!("errno: Debian's libnbd {debian_errno}, library under test {our_errno}");
+    (debian_errno, our_errno)
+}
+
 /// [`same_output`] for `tests/c/qemu-client.c`, which must succeed.
 pub fn client_same(args: &[&str]) -> Output {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("c/qemu-client.c");
