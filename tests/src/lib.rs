@@ -489,6 +489,7 @@ pub const C_EXAMPLES: &[&str] = &[
     "structured-read",
     "map",
     "tls-psk",
+    "backup-pull",
 ];
 
 /// Builds the C examples with their Makefile against the header directory
