@@ -16,8 +16,6 @@ use nbd_tests::qemu::*;
 use nbd_tests::*;
 use std::path::{Path, PathBuf};
 
-const MIB: u64 = 1024 * 1024;
-const K64: u64 = 64 * 1024;
 
 fn nbdinfo() -> PathBuf {
     require("nbdinfo", "libnbd-bin")
@@ -35,93 +33,6 @@ fn setup() {
         assert_binary_loads(&program, Lib::UnderTest);
         assert_binary_loads(&program, Lib::Debian);
     }
-}
-
-/// An 8 MiB qcow2 `disk.qcow2` over a backing file `base.qcow2` that holds
-/// 0x22 in [0, 4M).  The bitmap `b0` was added to the overlay before these
-/// writes to it: 0x11 at [1M, +64K), zeroes at [2M, +64K), a discard at
-/// [3M, +64K), 0x33 at [6M, +128K); then the bitmap was disabled (a frozen
-/// point-in-time bitmap, which qemu requires for a read-only export).
-fn backed_disk(scratch: &Scratch) -> PathBuf {
-    let base = scratch.file("base.qcow2");
-    qemu_img_create(&base, "qcow2", 8 * MIB);
-    qemu_io(&base, "qcow2", &["write -P 0x22 0 4M"]);
-    let disk = scratch.file("disk.qcow2");
-    let qemu_img = require("qemu-img", "qemu-utils");
-    run_ok(
-        std::process::Command::new(&qemu_img)
-            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-            .arg(&base)
-            .arg(&disk),
-    );
-    run_ok(
-        std::process::Command::new(&qemu_img)
-            .args(["bitmap", "--add"])
-            .arg(&disk)
-            .arg("b0"),
-    );
-    qemu_io(
-        &disk,
-        "qcow2",
-        &[
-            "write -P 0x11 1M 64k",
-            "write -z 2M 64k",
-            "discard 3M 64k",
-            "write -P 0x33 6M 128k",
-        ],
-    );
-    run_ok(
-        std::process::Command::new(&qemu_img)
-            .args(["bitmap", "--disable"])
-            .arg(&disk)
-            .arg("b0"),
-    );
-    disk
-}
-
-/// What [`backed_disk`] reads as.
-fn backed_disk_content() -> Vec<u8> {
-    let mut v = vec![0u8; 8 * MIB as usize];
-    let m = MIB as usize;
-    let k = K64 as usize;
-    v[..4 * m].fill(0x22);
-    v[m..m + k].fill(0x11);
-    v[2 * m..2 * m + k].fill(0);
-    v[3 * m..3 * m + k].fill(0);
-    v[6 * m..6 * m + 2 * k].fill(0x33);
-    v
-}
-
-/// The dirty ranges of `b0` in [`backed_disk`].
-fn dirty_map() -> Vec<(u64, u64, u32)> {
-    vec![
-        (0, MIB, 0),
-        (MIB, K64, 1),
-        (MIB + K64, MIB - K64, 0),
-        (2 * MIB, K64, 1),
-        (2 * MIB + K64, MIB - K64, 0),
-        (3 * MIB, K64, 1),
-        (3 * MIB + K64, 3 * MIB - K64, 0),
-        (6 * MIB, 2 * K64, 1),
-        (6 * MIB + 2 * K64, 2 * MIB - 2 * K64, 0),
-    ]
-}
-
-/// The allocation depth of [`backed_disk`]: 2 = in the backing file,
-/// 1 = in the overlay, 0 = nowhere.
-fn depth_map() -> Vec<(u64, u64, u32)> {
-    vec![
-        (0, MIB, 2),
-        (MIB, K64, 1),
-        (MIB + K64, MIB - K64, 2),
-        (2 * MIB, K64, 1),
-        (2 * MIB + K64, MIB - K64, 2),
-        (3 * MIB, K64, 1),
-        (3 * MIB + K64, MIB - K64, 2),
-        (4 * MIB, 2 * MIB, 0),
-        (6 * MIB, 2 * K64, 1),
-        (6 * MIB + 2 * K64, 2 * MIB - 2 * K64, 0),
-    ]
 }
 
 /// A daemon serving [`backed_disk`] read-only as "disk" (bitmap b0,
