@@ -150,14 +150,14 @@ fn number(out: &Output, prefix: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{}", out.stdout))
 }
 
-fn run_example(lib: Lib, target_uri: &str, target: &Path) -> Output {
+/// Runs the example built for `lib` on bitmap b0.
+fn run_example(lib: Lib, uri: &str, target: &Path) -> Output {
+    run_example_with(lib, uri, "b0", target)
+}
+
+fn run_example_with(lib: Lib, uri: &str, bitmap: &str, target: &Path) -> Output {
     let exe = build_c(&example_src(), lib);
-    run_ok(
-        tool(exe, lib)
-            .arg(target_uri)
-            .arg("b0")
-            .arg(target),
-    )
+    run_ok(tool(exe, lib).arg(uri).arg(bitmap).arg(target))
 }
 
 /// Runs the whole check against a server exporting the source with `b0`;
@@ -307,4 +307,126 @@ fn backup_pull_refuses_a_missing_bitmap() {
         .arg(&target));
     assert_ne!(out.code(), 0);
     assert!(out.stderr.contains("no bitmap b0"), "{}", out.stderr);
+}
+
+/// libvirt's way: the bitmap is made on the running daemon over QMP
+/// (`block-dirty-bitmap-add`), the guest's writes arrive over NBD (here
+/// nbdsh on the library under test), the bitmap is frozen
+/// (`block-dirty-bitmap-disable`) and a read-only export with it is added
+/// at run time (`block-export-add`).  The dirty and zero ranges are taken
+/// from the server through Debian's libnbd; the clean ones must not be
+/// read, and the updated backup must equal the disk as read by nbdcopy.
+#[test]
+fn backup_pull_after_a_bitmap_added_over_qmp() {
+    let scratch = Scratch::new();
+    let src = scratch.file("live.qcow2");
+    qemu_img_create(&src, "qcow2", SIZE);
+    qemu_io(&src, "qcow2", &["write -P 0x22 0 8M", "write -P 0x44 12M 1M"]);
+    let full = scratch.file("full.raw");
+    run_ok(
+        Command::new(qemu_img())
+            .args(["convert", "-f", "qcow2", "-O", "raw"])
+            .arg(&src)
+            .arg(&full),
+    );
+    let server = Qsd::new()
+        .image("n0", &src, "qcow2", false)
+        .export("id=e0,node-name=n0,name=live,writable=on")
+        .qmp()
+        .trace_requests()
+        .start(&scratch);
+    server.qmp(
+        "block-dirty-bitmap-add",
+        serde_json::json!({ "node": "n0", "name": "inc0", "persistent": false }),
+    );
+    // The guest writes (through our library): data, zeroes, more data.
+    let nbdsh = require("nbdsh", "libnbd-bin");
+    run_ok(
+        tool(&nbdsh, Lib::UnderTest)
+            .args(["-u", &server.uri_for("live"), "-c"])
+            .arg(
+                "h.pwrite(b'\\x11' * 65536, 1048576)\n\
+                 h.zero(131072, 2097152)\n\
+                 h.pwrite(b'\\x55' * (5 * 1048576), 9 * 1048576)\n\
+                 h.flush()",
+            ),
+    );
+    server.qmp(
+        "block-dirty-bitmap-disable",
+        serde_json::json!({ "node": "n0", "name": "inc0" }),
+    );
+    server.qmp(
+        "block-export-add",
+        serde_json::json!({
+            "type": "nbd", "id": "e1", "node-name": "n0", "name": "backup",
+            "writable": false, "bitmaps": ["inc0"]
+        }),
+    );
+    let uri = server.uri_for("backup");
+
+    // The bitmap and allocation, as Debian's libnbd reads them.
+    let map_out = run_ok(tool(qemu_client(Lib::Debian), Lib::Debian).args([
+        "info",
+        &uri,
+        "qemu:dirty-bitmap:inc0",
+        "base:allocation",
+    ]));
+    let dirty = client_map(&map_out, "qemu:dirty-bitmap:inc0");
+    let alloc = client_map(&map_out, "base:allocation");
+    let dirty_ranges: Vec<(u64, u64)> = dirty
+        .iter()
+        .filter(|e| e.2 & 1 != 0)
+        .map(|e| (e.0, e.1))
+        .collect();
+    assert_eq!(
+        dirty_ranges,
+        vec![(MIB, K64), (2 * MIB, 2 * K64), (9 * MIB, 5 * MIB)],
+        "the bitmap did not record the writes"
+    );
+    // Dirty bytes that hold data (not reading as zeroes).
+    let overlap = |a: (u64, u64), b: (u64, u64)| -> u64 {
+        let (s, e) = (a.0.max(b.0), (a.0 + a.1).min(b.0 + b.1));
+        e.saturating_sub(s)
+    };
+    let data_bytes: u64 = dirty_ranges
+        .iter()
+        .map(|d| {
+            alloc
+                .iter()
+                .filter(|a| a.2 & 2 == 0)
+                .map(|a| overlap(*d, (a.0, a.1)))
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(data_bytes, K64 + 5 * MIB, "the zeroed range should read as zeroes");
+
+    let target = scratch.file("incremental.raw");
+    std::fs::copy(&full, &target).unwrap();
+    let before = server.requests().len();
+    let out = run_example_with(Lib::UnderTest, &uri, "inc0", &target);
+    assert_eq!(number(&out, "copied: "), data_bytes);
+    assert_eq!(number(&out, "zeroed: "), 2 * K64);
+    let reads: Vec<Request> = server.requests()[before..]
+        .iter()
+        .copied()
+        .filter(|r| r.kind == CMD_READ)
+        .collect();
+    assert_eq!(reads.iter().map(|r| r.len).sum::<u64>(), data_bytes);
+    for r in &reads {
+        assert!(
+            dirty_ranges
+                .iter()
+                .any(|(o, l)| r.from >= *o && r.from + r.len <= o + l),
+            "read of a clean range: [{}, +{})",
+            r.from,
+            r.len
+        );
+    }
+    let now = scratch.file("now.raw");
+    run_ok(
+        tool(require("nbdcopy", "libnbd-bin"), Lib::Debian)
+            .arg(&uri)
+            .arg(&now),
+    );
+    assert_eq!(sha256_file(&target), sha256_file(&now));
 }
