@@ -291,7 +291,11 @@ pub fn build_c(src: &Path, lib: Lib) -> PathBuf {
                 include.join("libnbd.h").exists(),
                 "Debian's libnbd.h is missing: apt-get install libnbd-dev"
             );
-            (include, PathBuf::from("/usr/lib/x86_64-linux-gnu"), "debian")
+            (
+                include,
+                PathBuf::from("/usr/lib/x86_64-linux-gnu"),
+                "debian",
+            )
         }
         Lib::UnderTest => {
             let libdir = libnbd_dir();
@@ -372,7 +376,12 @@ pub fn client_same_failure(args: &[&str]) -> (String, String) {
     let debian = run(tool(exe(Lib::Debian), Lib::Debian).args(args));
     let ours = run(tool(exe(Lib::UnderTest), Lib::UnderTest).args(args));
     let failed = |out: &Output| -> (String, String) {
-        assert_eq!(out.code(), 1, "qemu-client {args:?} should fail:\n{}", out.stdout);
+        assert_eq!(
+            out.code(),
+            1,
+            "qemu-client {args:?} should fail:\n{}",
+            out.stdout
+        );
         let line = out
             .stdout
             .lines()
@@ -383,7 +392,10 @@ pub fn client_same_failure(args: &[&str]) -> (String, String) {
     };
     let (debian_call, debian_errno) = failed(&debian);
     let (our_call, our_errno) = failed(&ours);
-    assert_eq!(debian_call, our_call, "qemu-client {args:?}: failed in another call");
+    assert_eq!(
+        debian_call, our_call,
+        "qemu-client {args:?}: failed in another call"
+    );
     println!("errno: Debian's libnbd {debian_errno}, library under test {our_errno}");
     (debian_errno, our_errno)
 }
@@ -392,7 +404,12 @@ pub fn client_same_failure(args: &[&str]) -> (String, String) {
 pub fn client_same(args: &[&str]) -> Output {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("c/qemu-client.c");
     let out = same_output(&src, args);
-    assert_eq!(out.code(), 0, "qemu-client {args:?} failed:\n{}", out.stderr);
+    assert_eq!(
+        out.code(),
+        0,
+        "qemu-client {args:?} failed:\n{}",
+        out.stderr
+    );
     out
 }
 
@@ -552,4 +569,3 @@ pub fn depth_map() -> Vec<(u64, u64, u32)> {
         (6 * MIB + 2 * K64, 2 * MIB - 2 * K64, 0),
     ]
 }
-

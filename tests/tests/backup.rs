@@ -92,7 +92,11 @@ fn dirty_zero() -> Vec<(u64, u64)> {
 fn source_and_full_backup(scratch: &Scratch) -> (PathBuf, PathBuf) {
     let src = scratch.file("src.qcow2");
     qemu_img_create(&src, "qcow2", SIZE);
-    qemu_io(&src, "qcow2", &["write -P 0x22 0 8M", "write -P 0x44 12M 1M"]);
+    qemu_io(
+        &src,
+        "qcow2",
+        &["write -P 0x22 0 8M", "write -P 0x44 12M 1M"],
+    );
     let full = scratch.file("full.raw");
     run_ok(
         Command::new(qemu_img())
@@ -226,7 +230,11 @@ fn check_backup(scratch: &Scratch, uri: &str, full: &Path, reads: &dyn Fn() -> V
         AFTER.iter().map(|(_, c)| *c).filter(|c| c.2 != 0),
     );
     assert_eq!(sha256_file(&fresh), sha256(&want));
-    assert_eq!(data_ranges(&fresh), dirty_data(), "data outside the dirty data ranges");
+    assert_eq!(
+        data_ranges(&fresh),
+        dirty_data(),
+        "data outside the dirty data ranges"
+    );
     // The zeroed ranges over old data in the full backup became holes.
     let holes = data_ranges(&incremental);
     for (o, l) in dirty_zero() {
@@ -240,7 +248,10 @@ fn check_backup(scratch: &Scratch, uri: &str, full: &Path, reads: &dyn Fn() -> V
     let debian_target = scratch.file("debian.raw");
     std::fs::copy(full, &debian_target).unwrap();
     let debian = run_example(Lib::Debian, uri, &debian_target);
-    assert_eq!(debian.stdout, out.stdout, "left: Debian's libnbd, right: ours");
+    assert_eq!(
+        debian.stdout, out.stdout,
+        "left: Debian's libnbd, right: ours"
+    );
     assert_eq!(sha256_file(&debian_target), sha256_file(&incremental));
 }
 
@@ -283,11 +294,7 @@ fn backup_pull_from_qemu_nbd_with_bitmap() {
     check_backup(&scratch, &server.uri(), &full, &reads);
     // The example also takes a bare socket path (the export "").
     let target = scratch.file("by-socket.raw");
-    let out = run_example(
-        Lib::UnderTest,
-        server.socket().to_str().unwrap(),
-        &target,
-    );
+    let out = run_example(Lib::UnderTest, server.socket().to_str().unwrap(), &target);
     assert!(out.stdout.contains("backup-pull: OK"));
 }
 
@@ -321,7 +328,11 @@ fn backup_pull_after_a_bitmap_added_over_qmp() {
     let scratch = Scratch::new();
     let src = scratch.file("live.qcow2");
     qemu_img_create(&src, "qcow2", SIZE);
-    qemu_io(&src, "qcow2", &["write -P 0x22 0 8M", "write -P 0x44 12M 1M"]);
+    qemu_io(
+        &src,
+        "qcow2",
+        &["write -P 0x22 0 8M", "write -P 0x44 12M 1M"],
+    );
     let full = scratch.file("full.raw");
     run_ok(
         Command::new(qemu_img())
@@ -398,7 +409,11 @@ fn backup_pull_after_a_bitmap_added_over_qmp() {
                 .sum::<u64>()
         })
         .sum();
-    assert_eq!(data_bytes, K64 + 5 * MIB, "the zeroed range should read as zeroes");
+    assert_eq!(
+        data_bytes,
+        K64 + 5 * MIB,
+        "the zeroed range should read as zeroes"
+    );
 
     let target = scratch.file("incremental.raw");
     std::fs::copy(&full, &target).unwrap();

@@ -118,7 +118,10 @@ fn read_only_r() {
     assert_eq!(client_value(&info, "is_read_only"), "1");
     assert_eq!(client_value(&info, "can_trim"), "0");
     assert_eq!(client_value(&info, "can_zero"), "0");
-    assert_eq!(tool_same(&nbdinfo(), &["--is", "read-only", &uri]).code(), 0);
+    assert_eq!(
+        tool_same(&nbdinfo(), &["--is", "read-only", &uri]).code(),
+        0
+    );
     assert_eq!(tool_same(&nbdinfo(), &["--can", "write", &uri]).code(), 2);
     // nbdcopy into it fails with both libraries, and nothing changed.
     let src = scratch.file("src.raw");
@@ -183,13 +186,11 @@ fn persistent_t_and_without() {
     setup();
     let scratch = Scratch::new();
     let image = raw_disk(&scratch, "persist.raw");
-    let server = qemu_nbd_args(
-        &scratch,
-        "",
-        &["-t", "-f", "raw", image.to_str().unwrap()],
-    );
+    let server = qemu_nbd_args(&scratch, "", &["-t", "-f", "raw", image.to_str().unwrap()]);
     let out = client_same(&["persist", &server.uri(), "4"]);
-    assert!(out.stdout.contains("round 3: connected, saw the previous write"));
+    assert!(out
+        .stdout
+        .contains("round 3: connected, saw the previous write"));
     drop(server);
 
     // Without -t qemu-nbd serves one client and exits.  One server per
@@ -297,7 +298,11 @@ fn raw_and_qcow2_formats() {
         vec![(0, MIB, 0), (MIB, 3 * MIB, 3)]
     );
     let disk = backed_disk(&scratch);
-    let q2 = qemu_nbd_args(&scratch, "", &["-t", "-r", "-f", "qcow2", disk.to_str().unwrap()]);
+    let q2 = qemu_nbd_args(
+        &scratch,
+        "",
+        &["-t", "-r", "-f", "qcow2", disk.to_str().unwrap()],
+    );
     let info = common_checks(&scratch, &q2.uri(), &[], Some(&backed_disk_content()));
     assert_eq!(client_value(&info, "size"), (8 * MIB).to_string());
 }
@@ -403,7 +408,11 @@ fn socket_activation() {
     let q = qemu_nbd.to_str().unwrap();
     let out = client_same(&["activate", "", q, "-f", "raw", raw.to_str().unwrap()]);
     assert_eq!(client_value(&out, "size"), (4 * MIB).to_string());
-    assert!(out.stdout.contains("wrote and read back: yes"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("wrote and read back: yes"),
+        "{}",
+        out.stdout
+    );
     assert_no_server_for(&raw);
 
     // With a name, a description, read-only, over qcow2 with a backing file.
@@ -439,7 +448,11 @@ fn socket_activation() {
     assert_eq!(client_value(&out, "description"), "\"activated\"");
     assert_eq!(client_value(&out, "is_read_only"), "1");
     assert_eq!(client_value(&out, "context base:allocation"), "1");
-    assert!(out.stdout.contains("write refused: errno="), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("write refused: errno="),
+        "{}",
+        out.stdout
+    );
     assert_no_server_for(&disk);
 }
 
@@ -464,5 +477,9 @@ fn write_on_a_read_only_export_is_eperm() {
         "raw",
         raw.to_str().unwrap(),
     ]);
-    assert!(out.stdout.contains("write refused: errno=EPERM"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("write refused: errno=EPERM"),
+        "{}",
+        out.stdout
+    );
 }

@@ -16,7 +16,6 @@ use nbd_tests::qemu::*;
 use nbd_tests::*;
 use std::path::{Path, PathBuf};
 
-
 fn nbdinfo() -> PathBuf {
     require("nbdinfo", "libnbd-bin")
 }
@@ -83,7 +82,10 @@ fn check_two_exports(scratch: &Scratch, disk: &str, rw: &str, tls: bool) {
     assert_eq!(client_value(&info, "tls"), if tls { "1" } else { "0" });
     assert_eq!(client_value(&info, "description"), "\"backup source\"");
     assert_eq!(client_value(&info, "is_read_only"), "1");
-    assert_eq!(client_value(&info, "context qemu:dirty-bitmap:missing"), "0");
+    assert_eq!(
+        client_value(&info, "context qemu:dirty-bitmap:missing"),
+        "0"
+    );
     assert_eq!(client_map(&info, "qemu:dirty-bitmap:b0"), dirty_map());
     assert_eq!(client_map(&info, "qemu:allocation-depth"), depth_map());
     let alloc = client_map(&info, "base:allocation");
@@ -166,7 +168,11 @@ fn exports_on_a_unix_socket() {
         &["info", &server.uri_for("nope")],
     );
     assert_eq!(out.code(), 1);
-    assert!(out.stdout.starts_with("FAILED nbd_connect_uri"), "{}", out.stdout);
+    assert!(
+        out.stdout.starts_with("FAILED nbd_connect_uri"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -274,19 +280,25 @@ fn max_connections_and_multi_conn() {
     let uri = server.uri();
     let out = client_same(&["maxconn", &uri, "2"]);
     assert!(
-        out.stdout.contains("extra connection while 2 open: waiting"),
+        out.stdout
+            .contains("extra connection while 2 open: waiting"),
         "{}",
         out.stdout
     );
     let out = client_same(&["multiconn", &uri, "2"]);
     assert_eq!(out.stdout.matches("can_multi_conn 1").count(), 2);
     let nbdinfo = nbdinfo();
-    assert_eq!(tool_same(&nbdinfo, &["--can", "multi-conn", &uri]).code(), 0);
+    assert_eq!(
+        tool_same(&nbdinfo, &["--can", "multi-conn", &uri]).code(),
+        0
+    );
     drop(server);
     // The data of the multiconn run's second round reached the file.
     let data = std::fs::read(&raw).unwrap();
     assert!(data[..K64 as usize].iter().all(|&b| b == 0x81));
-    assert!(data[K64 as usize..2 * K64 as usize].iter().all(|&b| b == 0x80));
+    assert!(data[K64 as usize..2 * K64 as usize]
+        .iter()
+        .all(|&b| b == 0x80));
 
     let single = Qsd::new()
         .image("n0", &raw, "raw", false)
@@ -294,7 +306,10 @@ fn max_connections_and_multi_conn() {
         .server_option("max-connections=1")
         .start(&scratch);
     let uri = single.uri();
-    assert_eq!(tool_same(&nbdinfo, &["--can", "multi-conn", &uri]).code(), 2);
+    assert_eq!(
+        tool_same(&nbdinfo, &["--can", "multi-conn", &uri]).code(),
+        2
+    );
     let info = client_same(&["info", &uri]);
     assert_eq!(client_value(&info, "can_multi_conn"), "0");
     let out = client_same(&["maxconn", &uri, "1"]);

@@ -188,7 +188,11 @@ fn backup_pull_under_memcheck() {
             .arg(&image)
             .arg("b0"),
     );
-    qemu_io(&image, "qcow2", &["write -P 0x11 1M 64k", "write -z 2M 64k"]);
+    qemu_io(
+        &image,
+        "qcow2",
+        &["write -P 0x11 1M 64k", "write -z 2M 64k"],
+    );
     run_ok(
         Command::new(&qemu_img)
             .args(["bitmap", "--disable"])
