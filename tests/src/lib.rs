@@ -16,6 +16,7 @@
 //!   or `/usr/include` when `NBD_TEST_LIBDIR` is a system directory).
 
 pub mod pki;
+pub mod qemu;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -620,6 +621,7 @@ pub const C_EXAMPLES: &[&str] = &[
     "structured-read",
     "map",
     "tls-psk",
+    "backup-pull",
 ];
 
 /// Builds the C examples with their Makefile against the header directory
@@ -706,6 +708,10 @@ pub struct Server {
     tcp_port: Option<u16>,
     export: String,
     log: PathBuf,
+    /// qemu-storage-daemon's QMP monitor socket, when it has one.
+    qmp: Option<PathBuf>,
+    /// The file a qemu server writes its trace events to, when traced.
+    trace: Option<PathBuf>,
 }
 
 /// A loopback TCP port that was free a moment ago (bound to port 0, then
@@ -717,7 +723,7 @@ pub fn free_tcp_port() -> u16 {
 
 static SERVER_SEQ: AtomicUsize = AtomicUsize::new(0);
 
-fn server_paths(scratch: &Scratch, name: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn server_paths(scratch: &Scratch, name: &str) -> (PathBuf, PathBuf) {
     let n = SERVER_SEQ.fetch_add(1, Ordering::Relaxed);
     (
         scratch.file(&format!("{name}-{n}.sock")),
@@ -726,12 +732,15 @@ fn server_paths(scratch: &Scratch, name: &str) -> (PathBuf, PathBuf) {
 }
 
 impl Server {
-    fn spawn(
+    /// Starts `cmd` as server `name`, logging to `log`, and waits until it
+    /// listens on `socket` (or on `tcp_port` of 127.0.0.1 when given).
+    pub(crate) fn spawn(
         name: &'static str,
         mut cmd: Command,
         socket: PathBuf,
         log: PathBuf,
         export: &str,
+        tcp_port: Option<u16>,
     ) -> Server {
         let logf = fs::File::create(&log).expect("server log");
         cmd.stdin(Stdio::null())
@@ -741,11 +750,6 @@ impl Server {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        let tcp_port = cmd
-            .get_args()
-            .skip_while(|a| *a != "-p")
-            .nth(1)
-            .and_then(|p| p.to_str()?.parse().ok());
         let mut server = Server {
             name,
             pid: child.id() as libc::pid_t,
@@ -754,6 +758,8 @@ impl Server {
             tcp_port,
             export: export.to_string(),
             log,
+            qmp: None,
+            trace: None,
         };
         server.wait_ready();
         server
@@ -817,7 +823,7 @@ impl Server {
         .arg(&socket)
         .args(extra)
         .arg(image);
-        Server::spawn("qemu-nbd", cmd, socket, log, export)
+        Server::spawn("qemu-nbd", cmd, socket, log, export, None)
     }
 
     /// `nbdkit` in the foreground with a plugin and its parameters, e.g.
@@ -829,7 +835,7 @@ impl Server {
         cmd.args(["--foreground", "--exit-with-parent", "-U"])
             .arg(&socket)
             .args(plugin_and_args);
-        Server::spawn("nbdkit", cmd, socket, log, "")
+        Server::spawn("nbdkit", cmd, socket, log, "", None)
     }
 
     /// libnbd 1.24's companion nbdkit 1.48 (from [`latest_root`]) in the
@@ -860,7 +866,7 @@ impl Server {
     pub fn nbdkit_tcp(scratch: &Scratch, plugin_and_args: &[&str]) -> Server {
         let prog = require("nbdkit", "nbdkit");
         let (socket, log) = server_paths(scratch, "nbdkit");
-        let port = free_tcp_port().to_string();
+        let port = free_tcp_port();
         let mut cmd = Command::new(prog);
         cmd.args([
             "--foreground",
@@ -869,9 +875,9 @@ impl Server {
             "127.0.0.1",
             "-p",
         ])
-        .arg(&port)
+        .arg(port.to_string())
         .args(plugin_and_args);
-        Server::spawn("nbdkit", cmd, socket, log, "")
+        Server::spawn("nbdkit", cmd, socket, log, "", Some(port))
     }
 
     /// `nbd-server` with a configuration file in `scratch` listing
@@ -939,6 +945,8 @@ impl Server {
             tcp_port: None,
             export: exports[0].name.clone(),
             log,
+            qmp: None,
+            trace: None,
         };
         server.wait_ready();
         server
@@ -964,9 +972,38 @@ impl Server {
         self.uri_for(&self.export)
     }
 
-    /// The URI of a named export.
+    /// The URI of a named export: `nbd+unix://` on the Unix socket, or
+    /// `nbd://127.0.0.1:PORT` for a server listening on TCP.
     pub fn uri_for(&self, export: &str) -> String {
-        format!("nbd+unix:///{export}?socket={}", self.socket.display())
+        match self.tcp_port {
+            Some(port) => format!("nbd://127.0.0.1:{port}/{export}"),
+            None => format!("nbd+unix:///{export}?socket={}", self.socket.display()),
+        }
+    }
+
+    /// The name of the default export.
+    pub fn export(&self) -> &str {
+        &self.export
+    }
+
+    /// Waits up to `within` for the server to exit by itself (qemu-nbd
+    /// without `--persistent` does after its last client); returns its exit
+    /// status, or `None` if it is still running (it is then stopped when
+    /// dropped, as usual).
+    pub fn wait_for_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                self.pid = 0;
+                return Some(status);
+            }
+            if start.elapsed() > within {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The `nbds+unix` URI of the default export for a TLS server, as PSK

@@ -28,6 +28,7 @@ const COVERED: &[&str] = &[
     "map",
     "socket-activation",
     "tls-psk",
+    "backup-pull",
 ];
 
 fn memcheck(program: &std::path::Path) -> Command {
@@ -170,6 +171,42 @@ fn socket_activation_under_memcheck() {
     );
     assert!(
         out.stdout.contains("export size: 2097152 bytes"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn backup_pull_under_memcheck() {
+    let scratch = Scratch::new();
+    let image = scratch.file("disk.qcow2");
+    qemu_img_create(&image, "qcow2", 8 << 20);
+    let qemu_img = require("qemu-img", "qemu-utils");
+    run_ok(
+        Command::new(&qemu_img)
+            .args(["bitmap", "--add"])
+            .arg(&image)
+            .arg("b0"),
+    );
+    qemu_io(
+        &image,
+        "qcow2",
+        &["write -P 0x11 1M 64k", "write -z 2M 64k"],
+    );
+    run_ok(
+        Command::new(&qemu_img)
+            .args(["bitmap", "--disable"])
+            .arg(&image)
+            .arg("b0"),
+    );
+    let qemu = Server::qemu_nbd(&scratch, &image, "qcow2", "disk", &["-r", "-B", "b0"]);
+    let target = scratch.file("backup.raw");
+    let out = check(
+        &example_path("backup-pull"),
+        &[&qemu.uri(), "b0", target.to_str().unwrap()],
+    );
+    assert!(
+        out.stdout.contains("copied: 65536 bytes in 1 reads"),
         "{}",
         out.stdout
     );
