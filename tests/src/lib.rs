@@ -30,9 +30,8 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The package name our library reports from `nbd_get_package_name`.
-pub const OUR_PACKAGE_NAME: &str = "nbd-rs";
-/// The package name Debian's libnbd reports.
+/// The package name `nbd_get_package_name` reports, on libnbd and on ours
+/// alike (ours names itself in `nbd_get_version_extra`).
 pub const DEBIAN_PACKAGE_NAME: &str = "libnbd";
 
 /// How long a server may take to start listening.
@@ -497,7 +496,7 @@ pub fn without_library_lines(text: &str) -> String {
     text.lines()
         .filter(|l| {
             let first = l.split_whitespace().next().unwrap_or("");
-            first != DEBIAN_PACKAGE_NAME && first != OUR_PACKAGE_NAME
+            first != DEBIAN_PACKAGE_NAME
         })
         .map(|l| format!("{l}\n"))
         .collect()
@@ -849,7 +848,7 @@ impl Server {
             .arg(&socket)
             .arg(latest_nbdkit_plugin(plugin))
             .args(args);
-        Server::spawn("nbdkit 1.48", cmd, socket, log, "")
+        Server::spawn("nbdkit 1.48", cmd, socket, log, "", None)
     }
 
     /// `nbdkit` requiring TLS with the pre-shared keys in `keys` (see
