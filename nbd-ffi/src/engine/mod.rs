@@ -340,6 +340,12 @@ impl Engine {
         self.attach(fd);
     }
 
+    /// The process ID of the connection's child process, if it has one
+    /// (`nbd_get_subprocess_pid`).
+    pub(crate) fn child_pid(&self) -> Option<libc::pid_t> {
+        self.child.as_ref().map(|c| c.pid)
+    }
+
     /// Records the child process of the connection.
     pub(crate) fn set_child(&mut self, child: transport::Child, dir: Option<PathBuf>) {
         self.child = Some(child);
