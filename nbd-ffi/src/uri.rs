@@ -5,10 +5,7 @@
 
 mod parse;
 
-pub use parse::{
-    looks_like_uri, NbdUri, Transport, UriError, DEFAULT_PORT, DEFAULT_SSH_PORT,
-    DEFAULT_VSOCK_CID,
-};
+pub use parse::{looks_like_uri, NbdUri, Transport, UriError, DEFAULT_PORT, DEFAULT_VSOCK_CID};
 
 pub use crate::exports::uri::*;
 

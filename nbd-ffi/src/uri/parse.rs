@@ -65,7 +65,7 @@ pub enum Transport {
 }
 
 /// The ssh port used when an `+ssh` URI gives none.
-pub const DEFAULT_SSH_PORT: u16 = 22;
+pub(crate) const DEFAULT_SSH_PORT: u16 = 22;
 
 /// A parsed NBD URI.
 #[derive(Debug, Clone, PartialEq, Eq)]
