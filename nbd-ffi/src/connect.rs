@@ -191,7 +191,12 @@ impl HandleInner {
 
     /// Connects, then for the synchronous forms waits for the handshake.
     /// The caller (the generated export) checked the created state.
-    fn connect_to(&mut self, target: Target, uri: Option<NbdUri>, sync: bool) -> Result<c_int, Error> {
+    fn connect_to(
+        &mut self,
+        target: Target,
+        uri: Option<NbdUri>,
+        sync: bool,
+    ) -> Result<c_int, Error> {
         if let Some(u) = &uri {
             self.negotiation.export_name = CString::new(u.export_name.clone())
                 .map_err(|_| Error::Invalid("export name contains NUL".into()))?;
@@ -337,8 +342,8 @@ fn connect_uri_impl(inner: &mut HandleInner, uri: &CStr, sync: bool) -> Result<c
     if get_uri {
         inner.connect_to(target, Some(parsed), sync)
     } else {
-        inner.negotiation.export_name = CString::new(export)
-            .map_err(|_| Error::Invalid("export name contains NUL".into()))?;
+        inner.negotiation.export_name =
+            CString::new(export).map_err(|_| Error::Invalid("export name contains NUL".into()))?;
         inner.connect_to(target, None, sync)
     }
 }
@@ -374,7 +379,12 @@ pub(crate) fn aio_connect_unix(inner: &mut HandleInner, unixsocket: &CStr) -> Re
     connect_unix_impl(inner, unixsocket, false)
 }
 
-fn connect_vsock_impl(inner: &mut HandleInner, cid: u32, port: u32, sync: bool) -> Result<c_int, Error> {
+fn connect_vsock_impl(
+    inner: &mut HandleInner,
+    cid: u32,
+    port: u32,
+    sync: bool,
+) -> Result<c_int, Error> {
     let uri = uri_for(inner, Transport::Vsock { cid, port });
     inner.connect_to(Target::Vsock { cid, port }, Some(uri), sync)
 }
@@ -583,12 +593,30 @@ mod tests {
     fn ssh_command_lines() {
         assert_eq!(
             ssh_argv("server", 22, None, 10809, None, false).unwrap(),
-            argv(&["ssh", "-p", "22", "--", "server", "nc", "localhost", "10809"])
+            argv(&[
+                "ssh",
+                "-p",
+                "22",
+                "--",
+                "server",
+                "nc",
+                "localhost",
+                "10809"
+            ])
         );
         assert_eq!(
             ssh_argv("server", 2222, Some("bob"), 99, None, true).unwrap(),
             argv(&[
-                "ssh", "-C", "-p", "2222", "-o", "User=bob", "--", "server", "nc", "localhost",
+                "ssh",
+                "-C",
+                "-p",
+                "2222",
+                "-o",
+                "User=bob",
+                "--",
+                "server",
+                "nc",
+                "localhost",
                 "99"
             ])
         );
@@ -598,8 +626,15 @@ mod tests {
         );
         // A path the remote shell would split or expand is quoted.
         assert_eq!(
-            ssh_argv("h", 22, None, 10809, Some("/tmp/a b;rm -rf ~/'x'$(id)"), false).unwrap()
-                [6..],
+            ssh_argv(
+                "h",
+                22,
+                None,
+                10809,
+                Some("/tmp/a b;rm -rf ~/'x'$(id)"),
+                false
+            )
+            .unwrap()[6..],
             argv(&["-U", r"'/tmp/a b;rm -rf ~/'\''x'\''$(id)'"])
         );
     }

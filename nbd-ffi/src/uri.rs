@@ -179,4 +179,25 @@ mod tests {
         p.local_file = true;
         assert!(prep(&p, "nbd://h/?tls-certificates=/x").is_ok());
     }
+
+    #[test]
+    fn policy_for_1_24_parameters_and_ssh() {
+        let mut p = UriPolicy::default();
+        let e = prep(&p, "nbd://h/?tls-priority=NORMAL").unwrap_err();
+        assert_eq!(e.errno(), libc::EPERM);
+        p.tls_priority = true;
+        assert_eq!(
+            prep(&p, "nbd://h/?tls-priority=NORMAL")
+                .unwrap()
+                .tls_priority
+                .as_deref(),
+            Some("NORMAL")
+        );
+        // tls-hostname names no local file: always allowed.
+        assert!(prep(&p, "nbds://h/?tls-hostname=x").is_ok());
+        assert!(prep(&p, "nbd+ssh://h/").is_ok());
+        p.transports = LIBNBD_ALLOW_TRANSPORT_MASK & !LIBNBD_ALLOW_TRANSPORT_SSH;
+        assert_eq!(prep(&p, "nbd+ssh://h/").unwrap_err().errno(), libc::EPERM);
+        assert!(prep(&p, "nbd://h/").is_ok());
+    }
 }

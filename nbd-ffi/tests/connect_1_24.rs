@@ -39,7 +39,10 @@ fn s(p: &Path) -> String {
 #[test]
 fn socket_activation_name_reaches_the_server_and_the_pid_is_the_childs() {
     let dir = scratch("conn-activation");
-    for (i, name) in [None, Some(""), Some("foo"), Some("Disk0")].iter().enumerate() {
+    for (i, name) in [None, Some(""), Some("foo"), Some("Disk0")]
+        .iter()
+        .enumerate()
+    {
         let h = H::new();
         assert_eq!(h.string(nbd_get_socket_activation_name).unwrap(), "");
         if let Some(n) = name {
@@ -65,7 +68,8 @@ fn socket_activation_name_reaches_the_server_and_the_pid_is_the_childs() {
             _ => "unknown",
         };
         assert!(
-            seen.lines().any(|l| l == format!("LISTEN_FDNAMES={expect}")),
+            seen.lines()
+                .any(|l| l == format!("LISTEN_FDNAMES={expect}")),
             "{name:?}: {seen}"
         );
         assert!(seen.lines().any(|l| l == "LISTEN_FDS=1"), "{seen}");
@@ -96,9 +100,7 @@ fn socket_activation_name_checks() {
     h.with_str(nbd_set_socket_activation_name, &"a".repeat(32))
         .unwrap();
     for bad in ["a-b", "a b", "a.b", "a_b", "é"] {
-        let (errno, _) = h
-            .with_str(nbd_set_socket_activation_name, bad)
-            .unwrap_err();
+        let (errno, _) = h.with_str(nbd_set_socket_activation_name, bad).unwrap_err();
         assert_eq!(errno, libc::EINVAL, "{bad}");
     }
     // A refused name leaves the old one.
@@ -145,7 +147,10 @@ fn subprocess_pid_of_a_command_and_none_otherwise() {
     assert_eq!(h.subprocess_pid().unwrap_err().0, libc::ESRCH);
     // An empty argv is refused before anything runs.
     let h = H::new();
-    assert_eq!(h.argv(nbd_connect_command, &[]).unwrap_err().0, libc::EINVAL);
+    assert_eq!(
+        h.argv(nbd_connect_command, &[]).unwrap_err().0,
+        libc::EINVAL
+    );
     assert_eq!(h.subprocess_pid().unwrap_err().0, libc::ESRCH);
 }
 
@@ -179,18 +184,19 @@ fn tls_hostname_replaces_the_connect_host_for_the_certificate_check() {
     let tcp = Nbdkit::tcp(&dir, &["--tls=require", &other, "memory", "1M"]);
     let port = tcp.port.unwrap().to_string();
 
-    let connect_tcp = |hostname: Option<&str>| -> (H, Result<std::ffi::c_int, (std::ffi::c_int, String)>) {
-        let h = H::new();
-        h.set_tls(LIBNBD_TLS_REQUIRE);
-        h.with_str(nbd_set_tls_certificates, &ca).unwrap();
-        if let Some(n) = hostname {
-            h.with_str(nbd_set_tls_hostname, n).unwrap();
-        }
-        let (host, port) = (c("localhost"), c(&port));
-        // SAFETY: h is open; both strings live for the call.
-        let rc = check(unsafe { nbd_connect_tcp(h.0, host.as_ptr(), port.as_ptr()) });
-        (h, rc)
-    };
+    let connect_tcp =
+        |hostname: Option<&str>| -> (H, Result<std::ffi::c_int, (std::ffi::c_int, String)>) {
+            let h = H::new();
+            h.set_tls(LIBNBD_TLS_REQUIRE);
+            h.with_str(nbd_set_tls_certificates, &ca).unwrap();
+            if let Some(n) = hostname {
+                h.with_str(nbd_set_tls_hostname, n).unwrap();
+            }
+            let (host, port) = (c("localhost"), c(&port));
+            // SAFETY: h is open; both strings live for the call.
+            let rc = check(unsafe { nbd_connect_tcp(h.0, host.as_ptr(), port.as_ptr()) });
+            (h, rc)
+        };
     // Connecting to "localhost": the certificate does not match.
     let (h, rc) = connect_tcp(None);
     let (_, msg) = rc.unwrap_err();
@@ -237,17 +243,17 @@ fn tls_hostname_replaces_the_connect_host_for_the_certificate_check() {
 
     // The URI parameter does the same.
     let h = H::new();
-    h.set_bool(nbd_set_uri_allow_local_file, true)
-    .unwrap();
-    let uri = format!(
-        "nbds://localhost:{port}/?tls-certificates={ca}&tls-hostname=other.invalid"
-    );
+    h.set_bool(nbd_set_uri_allow_local_file, true).unwrap();
+    let uri = format!("nbds://localhost:{port}/?tls-certificates={ca}&tls-hostname=other.invalid");
     h.with_str(nbd_connect_uri, &uri).unwrap();
     assert_eq!(h.tls_negotiated(), 1);
     assert_eq!(h.string(nbd_get_tls_hostname).unwrap(), "other.invalid");
 
     let h = H::new();
-    assert_eq!(h.with_null(nbd_set_tls_hostname).unwrap_err().0, libc::EFAULT);
+    assert_eq!(
+        h.with_null(nbd_set_tls_hostname).unwrap_err().0,
+        libc::EFAULT
+    );
 }
 
 // ----- TLS priority -----
@@ -272,14 +278,20 @@ fn tls_priority_set_get_and_refused() {
     ] {
         let (errno, msg) = h.with_str(nbd_set_tls_priority, bad).unwrap_err();
         assert_eq!(errno, libc::EINVAL, "{bad}: {msg}");
-        assert!(msg.starts_with("nbd_set_tls_priority: TLS priority"), "{msg}");
+        assert!(
+            msg.starts_with("nbd_set_tls_priority: TLS priority"),
+            "{msg}"
+        );
     }
     // The refused strings left the good one.
     assert_eq!(
         h.string(nbd_get_tls_priority).unwrap(),
         "SECURE256:-VERS-TLS1.2"
     );
-    assert_eq!(h.with_null(nbd_set_tls_priority).unwrap_err().0, libc::EFAULT);
+    assert_eq!(
+        h.with_null(nbd_set_tls_priority).unwrap_err().0,
+        libc::EFAULT
+    );
 }
 
 /// The TLS version nbdkit reports for its (only) session.
@@ -305,8 +317,16 @@ fn tls_priority_decides_the_protocol_version() {
         ("NORMAL:-VERS-TLS1.3", false, "TLS1.2"),
         ("NORMAL:-VERS-TLS1.2", false, "TLS1.3"),
         ("SECURE256", false, "TLS1.3"),
-        ("NONE:+VERS-TLS1.2:+ECDHE-RSA:+ECDHE-ECDSA:+AES-128-GCM:+AEAD:+GROUP-ALL", true, "TLS1.2"),
-        ("NONE:+VERS-TLS1.3:+CHACHA20-POLY1305:+AEAD:+GROUP-X25519:+SIGN-ALL", true, "TLS1.3"),
+        (
+            "NONE:+VERS-TLS1.2:+ECDHE-RSA:+ECDHE-ECDSA:+AES-128-GCM:+AEAD:+GROUP-ALL",
+            true,
+            "TLS1.2",
+        ),
+        (
+            "NONE:+VERS-TLS1.3:+CHACHA20-POLY1305:+AEAD:+GROUP-X25519:+SIGN-ALL",
+            true,
+            "TLS1.3",
+        ),
         ("PFS:-VERS-TLS1.3", true, "TLS1.2"),
     ]
     .into_iter()
@@ -349,7 +369,9 @@ fn tls_priority_decides_the_protocol_version() {
         "NONE:+VERS-TLS1.2:+DHE-RSA:+AES-256-CBC:+SHA256:+GROUP-ALL",
     )
     .unwrap();
-    let (_, msg) = h.with_str(nbd_connect_unix, &s(&server.socket)).unwrap_err();
+    let (_, msg) = h
+        .with_str(nbd_connect_unix, &s(&server.socket))
+        .unwrap_err();
     assert!(msg.contains("pre-shared keys"), "{msg}");
     assert!(h.is_dead());
     // Connected or dead: too late to set.
@@ -366,15 +388,14 @@ fn tls_priority_in_uris_needs_permission() {
     let psk = s(&pki.psk_file());
     let psk_arg = format!("--tls-psk={psk}");
     let server = Nbdkit::unix(&dir, &["--tls=require", &psk_arg, "memory", "1M"]);
-    let query = format!("tls-psk-file={psk}&tls-username={PSK_USER}&tls-priority=NORMAL:-VERS-TLS1.3");
+    let query =
+        format!("tls-psk-file={psk}&tls-username={PSK_USER}&tls-priority=NORMAL:-VERS-TLS1.3");
     let uri = server.unix_uri("nbds+unix", &query);
     let allow_files = |h: &H| {
-        h.set_bool(nbd_set_uri_allow_local_file, true)
-        .unwrap();
+        h.set_bool(nbd_set_uri_allow_local_file, true).unwrap();
     };
     let allow_priority = |h: &H| {
-        h.set_bool(nbd_set_uri_allow_tls_priority, true)
-        .unwrap();
+        h.set_bool(nbd_set_uri_allow_tls_priority, true).unwrap();
     };
     // Not allowed by default: EPERM, and the handle is still unconnected.
     let h = H::new();
@@ -387,8 +408,14 @@ fn tls_priority_in_uris_needs_permission() {
     let h = H::new();
     allow_files(&h);
     allow_priority(&h);
-    let bad = server.unix_uri("nbds+unix", &format!("tls-psk-file={psk}&tls-priority=LEGACY"));
-    assert_eq!(h.with_str(nbd_connect_uri, &bad).unwrap_err().0, libc::EINVAL);
+    let bad = server.unix_uri(
+        "nbds+unix",
+        &format!("tls-psk-file={psk}&tls-priority=LEGACY"),
+    );
+    assert_eq!(
+        h.with_str(nbd_connect_uri, &bad).unwrap_err().0,
+        libc::EINVAL
+    );
     // Allowed: used, and shown by get_tls_priority and get_uri.
     let h = H::new();
     allow_files(&h);
@@ -409,8 +436,8 @@ fn tls_priority_in_uris_needs_permission() {
         .unwrap_err();
     assert_eq!(
         h.set_bool(nbd_set_uri_allow_tls_priority, true)
-        .unwrap_err()
-        .0,
+            .unwrap_err()
+            .0,
         libc::EINVAL
     );
 }
@@ -439,12 +466,18 @@ fn uri_variants() {
             .unwrap_or_else(|e| panic!("{uri}: {e:?}"));
         assert_eq!(h.size(), SIZE, "{uri}");
         let got = h.string(nbd_get_uri).unwrap();
-        assert!(!got.contains("unknown") && !got.contains("nbd-port"), "{got}");
+        assert!(
+            !got.contains("unknown") && !got.contains("nbd-port"),
+            "{got}"
+        );
         assert!(got.starts_with("nbd"), "{got}");
     }
     let h = H::new();
-    h.with_str(nbd_connect_uri, &format!("nbd://127.0.0.1:1/?nbd-port={port}"))
-        .unwrap();
+    h.with_str(
+        nbd_connect_uri,
+        &format!("nbd://127.0.0.1:1/?nbd-port={port}"),
+    )
+    .unwrap();
     assert_eq!(
         h.string(nbd_get_uri).unwrap(),
         format!("nbd://127.0.0.1:{port}/")
@@ -466,7 +499,8 @@ fn uri_variants() {
         let (e, msg) = h.with_str(nbd_connect_uri, uri).unwrap_err();
         assert_eq!(e, errno, "{uri}: {msg}");
         // SAFETY: h is open.
-        assert_eq!(unsafe { nbd_ffi::state::nbd_aio_is_created(h.0) }, 1, "{uri}");
+        let created = unsafe { nbd_ffi::state::nbd_aio_is_created(h.0) };
+        assert_eq!(created, 1, "{uri}");
     }
     // The ssh transport can be forbidden like the others.
     let h = H::new();
@@ -475,7 +509,9 @@ fn uri_variants() {
         nbd_set_uri_allow_transports(h.0, nbd_ffi::constants::LIBNBD_ALLOW_TRANSPORT_TCP)
     };
     assert_eq!(rc, 0);
-    let (e, _) = h.with_str(nbd_connect_uri, "nbd+ssh://server/").unwrap_err();
+    let (e, _) = h
+        .with_str(nbd_connect_uri, "nbd+ssh://server/")
+        .unwrap_err();
     assert_eq!(e, libc::EPERM);
     // nbds with TLS disabled by the URI policy.
     let h = H::new();
@@ -523,7 +559,9 @@ fn is_uri_heuristic() {
     // SAFETY: h is open; NULL is refused.
     assert_eq!(unsafe { nbd_is_uri(h.0, std::ptr::null()) }, -1);
     assert_eq!(last_error().0, libc::EFAULT);
-    // SAFETY: NULL handle, refused.
     let x = c("nbd://x");
-    assert_eq!(unsafe { nbd_is_uri(std::ptr::null_mut(), x.as_ptr()) }, -1);
+    // SAFETY: a NULL handle is refused; x lives for the call.
+    let rc = unsafe { nbd_is_uri(std::ptr::null_mut(), x.as_ptr()) };
+    assert_eq!(rc, -1);
+    assert_eq!(last_error().0, libc::EFAULT);
 }

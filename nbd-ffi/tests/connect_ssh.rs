@@ -65,7 +65,16 @@ fn ssh_transport_with_a_fake_ssh() {
     assert_eq!(
         calls(&log).last().unwrap(),
         &args(&[
-            "-C", "-p", "2222", "-o", "User=bob", "--", "server", "nc", "localhost", "99"
+            "-C",
+            "-p",
+            "2222",
+            "-o",
+            "User=bob",
+            "--",
+            "server",
+            "nc",
+            "localhost",
+            "99"
         ])
     );
     let pid = h.subprocess_pid().unwrap();
@@ -88,7 +97,15 @@ fn ssh_transport_with_a_fake_ssh() {
         ),
         (
             "nbd+ssh://server/?socket=/run/nbd%20x;id.sock",
-            args(&["-p", "22", "--", "server", "nc", "-U", "'/run/nbd x;id.sock'"]),
+            args(&[
+                "-p",
+                "22",
+                "--",
+                "server",
+                "nc",
+                "-U",
+                "'/run/nbd x;id.sock'",
+            ]),
         ),
     ] {
         let h = H::new();
@@ -116,7 +133,17 @@ fn ssh_transport_with_a_fake_ssh() {
     assert_eq!(h.string(nbd_get_tls_username).unwrap(), "alice");
     assert_eq!(
         calls(&log).last().unwrap(),
-        &args(&["-p", "22", "-o", "User=bob", "--", "server", "nc", "localhost", "10809"])
+        &args(&[
+            "-p",
+            "22",
+            "-o",
+            "User=bob",
+            "--",
+            "server",
+            "nc",
+            "localhost",
+            "10809"
+        ])
     );
     drop(h);
 

@@ -172,7 +172,7 @@ pub unsafe extern "C" fn nbd_connect_command(h: *mut Handle, argv: *mut *mut c_c
         let h = unsafe { ptr::handle(h) }?;
         h.call(
             fname,
-            || format!("argv=<list>"),
+            || "argv=<list>".to_string(),
             |inner| -> Result<c_int, Error> {
                 Permitted::CREATED.check(inner.state())?;
                 // SAFETY: argv is NULL or a NULL-terminated list (see # Safety).
@@ -202,7 +202,7 @@ pub unsafe extern "C" fn nbd_connect_systemd_socket_activation(
         let h = unsafe { ptr::handle(h) }?;
         h.call(
             fname,
-            || format!("argv=<list>"),
+            || "argv=<list>".to_string(),
             |inner| -> Result<c_int, Error> {
                 Permitted::CREATED.check(inner.state())?;
                 // SAFETY: argv is NULL or a NULL-terminated list (see # Safety).
@@ -452,7 +452,7 @@ pub unsafe extern "C" fn nbd_aio_connect_command(h: *mut Handle, argv: *mut *mut
         let h = unsafe { ptr::handle(h) }?;
         h.call(
             fname,
-            || format!("argv=<list>"),
+            || "argv=<list>".to_string(),
             |inner| -> Result<c_int, Error> {
                 Permitted::CREATED.check(inner.state())?;
                 // SAFETY: argv is NULL or a NULL-terminated list (see # Safety).
@@ -481,7 +481,7 @@ pub unsafe extern "C" fn nbd_aio_connect_systemd_socket_activation(
         let h = unsafe { ptr::handle(h) }?;
         h.call(
             fname,
-            || format!("argv=<list>"),
+            || "argv=<list>".to_string(),
             |inner| -> Result<c_int, Error> {
                 Permitted::CREATED.check(inner.state())?;
                 // SAFETY: argv is NULL or a NULL-terminated list (see # Safety).

@@ -98,11 +98,21 @@ const STRONG_GROUPS: u16 = 1 << 2 | 1 << 3 | 1 << 4 | 1 << 9;
 /// TLS 1.2 suites: OpenSSL name, key exchange, cipher, MAC; in order of
 /// preference (forward secrecy and AEAD first).
 const TLS12: &[(&str, u8, u8, u8)] = &[
-    ("ECDHE-ECDSA-AES256-GCM-SHA384", ECDHE_ECDSA, AES256GCM, AEAD),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        ECDHE_ECDSA,
+        AES256GCM,
+        AEAD,
+    ),
     ("ECDHE-RSA-AES256-GCM-SHA384", ECDHE_RSA, AES256GCM, AEAD),
     ("ECDHE-ECDSA-CHACHA20-POLY1305", ECDHE_ECDSA, CHACHA, AEAD),
     ("ECDHE-RSA-CHACHA20-POLY1305", ECDHE_RSA, CHACHA, AEAD),
-    ("ECDHE-ECDSA-AES128-GCM-SHA256", ECDHE_ECDSA, AES128GCM, AEAD),
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        ECDHE_ECDSA,
+        AES128GCM,
+        AEAD,
+    ),
     ("ECDHE-RSA-AES128-GCM-SHA256", ECDHE_RSA, AES128GCM, AEAD),
     ("ECDHE-ECDSA-AES256-CCM", ECDHE_ECDSA, AES256CCM, AEAD),
     ("ECDHE-ECDSA-AES128-CCM", ECDHE_ECDSA, AES128CCM, AEAD),
@@ -231,7 +241,10 @@ enum Item {
 
 fn item(name: &str) -> Option<Item> {
     let n = name.to_ascii_uppercase();
-    if let Some(g) = n.strip_prefix("GROUP-").or_else(|| n.strip_prefix("CURVE-")) {
+    if let Some(g) = n
+        .strip_prefix("GROUP-")
+        .or_else(|| n.strip_prefix("CURVE-"))
+    {
         let curve = n.starts_with("CURVE-");
         if g == "ALL" {
             return Some(Item::Groups(if curve { EC_GROUPS } else { ALL_GROUPS }));
@@ -403,7 +416,9 @@ impl Priority {
                 ));
             }
             if p.groups_set && p.groups == 0 {
-                return Err(format!("TLS priority {text:?} enables no key exchange group"));
+                return Err(format!(
+                    "TLS priority {text:?} enables no key exchange group"
+                ));
             }
             let tls13 = !p.tls13_suites().is_empty();
             let tls12 = !p.tls12_suites(false).is_empty() || !p.tls12_suites(true).is_empty();
@@ -448,7 +463,8 @@ impl Priority {
         if self.default {
             return Ok(());
         }
-        let e = |what: &str, err: openssl::error::ErrorStack| format!("TLS priority: {what}: {err}");
+        let e =
+            |what: &str, err: openssl::error::ErrorStack| format!("TLS priority: {what}: {err}");
         let tls12 = self.tls12_suites(psk);
         let tls13 = self.tls13_suites();
         let min = if !tls12.is_empty() {
@@ -458,7 +474,11 @@ impl Priority {
         } else {
             return Err(format!(
                 "the TLS priority string leaves no cipher suite for a session with {}",
-                if psk { "pre-shared keys" } else { "certificates" }
+                if psk {
+                    "pre-shared keys"
+                } else {
+                    "certificates"
+                }
             ));
         };
         let max = if tls13.is_empty() {
@@ -566,7 +586,8 @@ mod tests {
         let list = offered(&p, false);
         assert!(!list.is_empty());
         assert!(
-            list.iter().all(|c| c.contains("256") || c.contains("CHACHA")),
+            list.iter()
+                .all(|c| c.contains("256") || c.contains("CHACHA")),
             "{list:?}"
         );
         let pfs = offered(&Priority::parse("PFS").unwrap(), false);
@@ -587,7 +608,10 @@ mod tests {
         // With pre-shared keys the PSK exchanges come in, as in libnbd.
         let psk = offered(&p, true);
         assert!(!psk.contains(&"ECDHE-PSK-CHACHA20-POLY1305".to_string()));
-        assert!(psk.contains(&"PSK-AES128-GCM-SHA256".to_string()), "{psk:?}");
+        assert!(
+            psk.contains(&"PSK-AES128-GCM-SHA256".to_string()),
+            "{psk:?}"
+        );
         assert!(psk.iter().all(|c| c.contains("PSK")), "{psk:?}");
         // NONE alone, or without a cipher: nothing to negotiate.
         assert!(Priority::parse("NONE").is_err());
@@ -599,8 +623,8 @@ mod tests {
     fn a_string_without_psk_suites_fails_a_psk_session_at_connect() {
         // TLS 1.2 only, and a cipher and MAC no PSK suite has: fine for
         // certificates only.
-        let p = Priority::parse("NONE:+VERS-TLS1.2:+DHE-RSA:+AES-256-CBC:+SHA256:+GROUP-ALL")
-            .unwrap();
+        let p =
+            Priority::parse("NONE:+VERS-TLS1.2:+DHE-RSA:+AES-256-CBC:+SHA256:+GROUP-ALL").unwrap();
         assert_eq!(offered(&p, false), ["DHE-RSA-AES256-SHA256"]);
         assert!(ctx(&p, false).is_ok());
         assert!(ctx(&p, true).unwrap_err().contains("pre-shared keys"));

@@ -657,4 +657,98 @@ mod tests {
         assert_eq!(s, "nbd+unix://bob@/hi%0A%22x%5C?socket=/tmp/a%20b%26c");
         assert_eq!(NbdUri::parse(&s).unwrap(), u);
     }
+
+    #[test]
+    fn libnbd_1_24_parameters() {
+        let u = NbdUri::parse(
+            "nbds://h:1/?tls-hostname=a&tls-hostname=b&tls-priority=NORMAL:-VERS-TLS1.3\
+             &nbd-port=1234&compress=yes",
+        )
+        .unwrap();
+        assert_eq!(u.tls_hostname.as_deref(), Some("b"), "the last one wins");
+        assert_eq!(u.tls_priority.as_deref(), Some("NORMAL:-VERS-TLS1.3"));
+        assert_eq!(u.transport, tcp("h", 1234), "nbd-port overrides the port");
+        assert_eq!(u.compress, Some(true));
+        let u = NbdUri::parse("nbd+vsock://3/?nbd-port=4294967295").unwrap();
+        assert_eq!(
+            u.transport,
+            Transport::Vsock {
+                cid: 3,
+                port: u32::MAX
+            }
+        );
+        // Ignored for Unix sockets, as in libnbd.
+        let u = NbdUri::parse("nbd+unix:///?socket=/s&nbd-port=x").unwrap();
+        assert_eq!(
+            u.transport,
+            Transport::Unix {
+                socket: "/s".into()
+            }
+        );
+        for bad in [
+            "nbd://h/?nbd-port=abc",
+            "nbd://h/?nbd-port=65536",
+            "nbd://h/?nbd-port=",
+            "nbd://h/?compress=maybe",
+            "nbd://h/?tls-hostname=a%00b",
+        ] {
+            assert!(NbdUri::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ssh_uris() {
+        let u = NbdUri::parse("NBDS+SSH://bob@server:2222/exp?nbd-port=99&socket=/r/s").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.username.as_deref(), Some("bob"));
+        assert_eq!(u.export_name, "exp");
+        assert_eq!(
+            u.transport,
+            Transport::Ssh {
+                host: "server".into(),
+                port: 2222,
+                nbd_port: 99,
+                socket: Some("/r/s".into())
+            }
+        );
+        let u = NbdUri::parse("nbd+ssh://[fe80::1]/").unwrap();
+        assert_eq!(
+            u.transport,
+            Transport::Ssh {
+                host: "fe80::1".into(),
+                port: 22,
+                nbd_port: 10809,
+                socket: None
+            }
+        );
+        assert!(NbdUri::parse("nbd+ssh:///").is_err(), "a server is needed");
+        assert!(NbdUri::parse("nbd+ssh://h:99999/").is_err());
+        for uri in [
+            "nbd+ssh://server/",
+            "nbds+ssh://bob@server:2222/exp?socket=/r/s&nbd-port=99&compress=1",
+            "nbd+ssh://[::1]:23/",
+        ] {
+            let parsed = NbdUri::parse(uri).unwrap();
+            assert_eq!(parsed.to_uri_string(), uri);
+        }
+    }
+
+    #[test]
+    fn is_uri_heuristic() {
+        for yes in ["nbd://x", "NBD+SSH://x", "nbds+vsock://", "nbd:///"] {
+            assert!(looks_like_uri(yes), "{yes}");
+        }
+        for no in [
+            "nbd:x",
+            "nbd:/",
+            "nbd",
+            "",
+            "http://x",
+            "nbd+foo://",
+            " nbd://",
+            "x nbd://",
+        ] {
+            assert!(!looks_like_uri(no), "{no}");
+        }
+    }
 }
