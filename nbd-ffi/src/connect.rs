@@ -563,22 +563,12 @@ pub(crate) fn get_subprocess_pid(inner: &mut HandleInner) -> Result<i64, Error> 
         })
 }
 
-/// `nbd_supports_vsock`: whether this system can make `AF_VSOCK` sockets
-/// (the kernel may still lack a transport for a given CID).
+/// `nbd_supports_vsock`: whether this build has `AF_VSOCK` sockets. As
+/// in libnbd, that is a property of the platform (Linux), not of the
+/// running kernel: connecting may still need the vsock modules (for
+/// example `vsock_loopback` for `VMADDR_CID_LOCAL`).
 pub(crate) fn supports_vsock() -> bool {
-    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SUPPORTED.get_or_init(|| {
-        // SAFETY: plain socket(2) call; the descriptor is closed at once.
-        let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-        if fd >= 0 {
-            // SAFETY: fd was just returned by socket(2) and is ours.
-            unsafe { libc::close(fd) };
-            return true;
-        }
-        // No such address family: EAFNOSUPPORT. Anything else (out of
-        // descriptors, a sandbox) says nothing about the family itself.
-        std::io::Error::last_os_error().raw_os_error() != Some(libc::EAFNOSUPPORT)
-    })
+    cfg!(target_os = "linux")
 }
 
 #[cfg(test)]

@@ -531,7 +531,8 @@ pub unsafe extern "C" fn nbd_get_subprocess_pid(h: *mut Handle) -> i64 {
     })
 }
 
-/// Returns 1 if this system offers AF_VSOCK sockets.
+/// Returns 1 if this build has AF_VSOCK sockets (on Linux; the kernel
+/// may still lack a vsock transport).
 ///
 /// Since `LIBNBD_1.16`.
 ///
