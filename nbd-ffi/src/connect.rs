@@ -10,7 +10,7 @@
 //!
 //! An `nbd+ssh://` URI runs `ssh` as a subprocess speaking NBD on its
 //! stdin/stdout (the remote end runs `nc` to the server's port or Unix
-//! socket); [`ssh_argv`] builds that command line from the URI, refusing
+//! socket); `ssh_argv` builds that command line from the URI, refusing
 //! every field that could be taken as an option or shell syntax.
 
 use crate::engine::{transport, EngineError};

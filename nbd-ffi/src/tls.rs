@@ -11,7 +11,7 @@
 //! Unix socket, a subprocess or an ssh tunnel there is no host name unless
 //! one is set, and then no name check, as in libnbd.
 //!
-//! Priority strings are GnuTLS syntax in libnbd; see [`priority`] for the
+//! Priority strings are GnuTLS syntax in libnbd; see `tls::priority` for the
 //! part that maps onto OpenSSL and what is refused.
 
 pub(crate) mod priority;

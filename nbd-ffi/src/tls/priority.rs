@@ -8,13 +8,16 @@
 //!
 //! * The string is `KEYWORD[:ITEM...]`, items separated by `:`, keywords and
 //!   items case-insensitive. An empty string means `NORMAL`.
-//! * Keywords: `NORMAL` and `PERFORMANCE` (OpenSSL's defaults, when nothing
-//!   follows), `SECURE128` (the same here: every cipher offered has keys of
-//!   at least 128 bits), `PFS` (`NORMAL` without static RSA key exchange),
-//!   `SECURE192` and `SECURE256` (256-bit ciphers, AEAD or SHA-384 MACs, key
-//!   exchange groups P-384, P-521, X448, ffdhe8192), `NONE` (nothing: add
-//!   what is wanted with `+` items). Refused: `LEGACY`, `SUITEB*`, `SYSTEM`
-//!   and `@NAME` (a system-wide configuration file).
+//! * Keywords: `NORMAL` and `PERFORMANCE` alone leave OpenSSL's defaults
+//!   (TLS 1.2 and 1.3); followed by items they start from every version,
+//!   cipher, MAC and group listed below and the X.509 key exchanges (`RSA`,
+//!   `DHE-RSA`, `ECDHE-RSA`, `ECDHE-ECDSA`). `SECURE128` is that same set
+//!   (every cipher in it has keys of at least 128 bits), `PFS` the set
+//!   without static `RSA` key exchange, `SECURE192` and `SECURE256` the set
+//!   cut down to 256-bit ciphers, AEAD or SHA-384 MACs and the groups P-384,
+//!   P-521, X448 and ffdhe8192. `NONE` is the empty set: add what is wanted
+//!   with `+` items. Refused: `LEGACY`, `SUITEB128`, `SUITEB192`, `SYSTEM`
+//!   and `@NAME` (which would read a system-wide configuration file).
 //! * `+ITEM` adds, `-ITEM` and `!ITEM` remove:
 //!   - versions `VERS-TLS1.2`, `VERS-TLS1.3`, `VERS-TLS-ALL`, `VERS-ALL`
 //!     (TLS 1.2 and 1.3 only: `+VERS-TLS1.0`, `1.1`, `SSL3.0` and DTLS are
@@ -24,14 +27,18 @@
 //!     `CIPHER-ALL`;
 //!   - key exchange `RSA`, `DHE-RSA`, `ECDHE-RSA`, `ECDHE-ECDSA`, `PSK`,
 //!     `DHE-PSK`, `ECDHE-PSK`, `KX-ALL`;
-//!   - MACs `AEAD`, `SHA1`, `SHA256`, `SHA384`, `MAC-ALL`;
+//!   - MACs `AEAD` (needed for TLS 1.3), `SHA1`, `SHA256`, `SHA384`,
+//!     `MAC-ALL`;
 //!   - groups `GROUP-X25519`, `GROUP-X448`, `GROUP-SECP256R1`,
 //!     `GROUP-SECP384R1`, `GROUP-SECP521R1`, `GROUP-FFDHE2048` ... `8192`,
 //!     `GROUP-ALL`, and the `CURVE-` names of the elliptic ones;
 //!   - accepted without effect: `+SIGN-ALL`, `+CTYPE-ALL`, `+CTYPE-X509`,
 //!     `±COMP-NULL`, `±COMP-ALL`; removing weak algorithms this library
-//!     never offers (`3DES-CBC`, `ARCFOUR-128`, `CAMELLIA-*`, `MD5`,
-//!     `DHE-DSS`, `ANON-*`, `SRP*`, `RSA-PSK`...) is accepted too.
+//!     never offers (`VERS-TLS1.0`, `3DES-CBC`, `ARCFOUR-128`, the
+//!     `CAMELLIA` ciphers, `AES-*-CCM-8`, `MD5`, `DHE-DSS`, `ANON-DH`,
+//!     `ANON-ECDH`, `SRP`, `RSA-PSK`, other `COMP-`...) is accepted too;
+//!     anything else (other `SIGN-` items, `-SIGN-ALL`, unknown names) is
+//!     refused.
 //! * Flags: `%COMPAT` and `%SERVER_PRECEDENCE` (no effect on a client),
 //!   `%NO_TICKETS` (no session tickets).
 //!
