@@ -618,12 +618,15 @@ fn gen_func(out: &mut String, func: &Func) {
     } else {
         format!("|| [{}].join(\" \")", trace.join(", "))
     };
-    let uses_inner =
-        !matches!(&func.body, Body::Get(e) if !e.contains("inner")) || func.states.is_some();
+    // A constant `get` (`get true`) without a state check never looks at
+    // the handle: name the closure's argument so that it is not "unused".
+    let uses_inner = func.states.is_some()
+        || func.args.iter().any(|a| matches!(a.kind, Kind::BufOut))
+        || !matches!(&func.body, Body::Get(expr) if !expr.contains("inner"));
+    let inner = if uses_inner { "inner" } else { "_inner" };
     let _ = writeln!(
         out,
-        "        h.call(fname, {trace}, |{}| -> Result<{}, Error> {{",
-        if uses_inner { "inner" } else { "_" },
+        "        h.call(fname, {trace}, |{inner}| -> Result<{}, Error> {{",
         ret_rust(func.ret)
     );
 

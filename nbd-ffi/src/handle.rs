@@ -47,6 +47,8 @@ pub(crate) struct HandleInner {
     pub(crate) tls: TlsSettings,
     /// What `nbd_connect_uri` accepts.
     pub(crate) uri_policy: UriPolicy,
+    /// Connection settings (the socket activation name).
+    pub(crate) connect: crate::connect::ConnectSettings,
 }
 
 /// Numbers the default handle names "nbd1", "nbd2", ... for the process.
@@ -67,6 +69,7 @@ impl Handle {
                 commands: CommandSettings::default(),
                 tls: TlsSettings::default(),
                 uri_policy: UriPolicy::default(),
+                connect: crate::connect::ConnectSettings::default(),
             }),
         }
     }

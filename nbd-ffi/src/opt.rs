@@ -97,7 +97,7 @@ fn prepare_starttls(inner: &mut HandleInner) -> Result<(), Error> {
     }
     let mode = inner.tls.mode;
     inner.tls.mode = crate::constants::LIBNBD_TLS_ALLOW;
-    let options = inner.tls.options(inner.engine.tls_hostname());
+    let options = inner.tls.options();
     inner.tls.mode = mode;
     inner.engine.set_tls_options(options?);
     Ok(())

@@ -83,34 +83,6 @@ pub(crate) fn protocol_string<'a>(s: &'a CStr, what: &'static str) -> Result<&'a
     }
 }
 
-/// Reads a NULL-terminated `argv` array (`nbd_connect_command`). It must
-/// hold at least the program name.
-///
-/// # Safety
-///
-/// `argv` must be NULL or point to an array of pointers ending with NULL,
-/// each entry a NUL-terminated string, all valid for `'a`.
-pub(crate) unsafe fn argv<'a>(argv: *const *mut c_char) -> Result<Vec<&'a CStr>, Error> {
-    let argv = required_ptr(argv, "argv")?;
-    let mut out = Vec::new();
-    loop {
-        // SAFETY: the array is NULL-terminated (contract above) and we stop at
-        // the terminator, so index out.len() is inside it.
-        let entry = unsafe { *argv.as_ptr().add(out.len()) };
-        if entry.is_null() {
-            break;
-        }
-        // SAFETY: each non-NULL entry is a valid C string (contract above).
-        out.push(unsafe { CStr::from_ptr(entry) });
-    }
-    if out.is_empty() {
-        return Err(Error::Invalid(
-            "argv must contain at least the command name".into(),
-        ));
-    }
-    Ok(out)
-}
-
 /// Reads a NULL-terminated list of strings (`char **`: metadata context
 /// queries, block status filters). It may be empty; NULL fails with `EFAULT`.
 ///
@@ -298,17 +270,6 @@ mod tests {
         assert_eq!(bytes, [0u8; 8]);
         // SAFETY: NULL is allowed and reported.
         let err = unsafe { OutBuf::new(std::ptr::null_mut(), 8) }.unwrap_err();
-        assert_eq!(err.errno(), libc::EFAULT);
-    }
-
-    #[test]
-    fn argv_needs_a_program_name() {
-        let empty: [*mut c_char; 1] = [std::ptr::null_mut()];
-        // SAFETY: a NULL-terminated array of no strings.
-        let err = unsafe { argv(empty.as_ptr()) }.unwrap_err();
-        assert_eq!(err.errno(), libc::EINVAL);
-        // SAFETY: NULL is allowed and reported.
-        let err = unsafe { argv(std::ptr::null()) }.unwrap_err();
         assert_eq!(err.errno(), libc::EFAULT);
     }
 }

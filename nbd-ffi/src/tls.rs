@@ -1,16 +1,33 @@
 //! TLS settings: `nbd_set_tls` (`LIBNBD_TLS_DISABLE`, `_ALLOW`,
-//! `_REQUIRE`), certificates, peer verification, PSK username and key file.
-//! They are taken when the handle connects ([`TlsSettings::options`]); the
-//! engine's TLS layer (`engine::tls`, OpenSSL) uses them once the server
-//! accepts `NBD_OPT_STARTTLS`.
+//! `_REQUIRE`), certificates, peer verification, PSK username and key file,
+//! the host name the server's certificate must carry, and the priority
+//! string. They are taken when the handle connects ([`TlsSettings::options`]);
+//! the engine's TLS layer (`engine::tls`, OpenSSL) uses them once the server
+//! accepts `NBD_OPT_STARTTLS`. The exports are generated from `api/tls.api`.
+//!
+//! The TLS host name (`nbd_set_tls_hostname`, the `tls-hostname` URI
+//! parameter) is sent as SNI and checked against the server's certificate
+//! (when peer verification is on) instead of the host connected to; over a
+//! Unix socket, a subprocess or an ssh tunnel there is no host name unless
+//! one is set, and then no name check, as in libnbd.
+//!
+//! Priority strings are GnuTLS syntax in libnbd; see `tls::priority` for the
+//! part that maps onto OpenSSL and what is refused.
+
+pub(crate) mod priority;
 
 use crate::constants::{LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE};
-use crate::debug::quote_opt;
 use crate::errors::Error;
-use crate::handle::Handle;
-use crate::ptr::{self, MallocStr};
-use crate::state::Permitted;
+use crate::handle::HandleInner;
+use crate::ptr::MallocStr;
+use priority::Priority;
 use std::ffi::{c_char, c_int, CStr, CString};
+
+pub use crate::exports::tls::*;
+
+/// What `nbd_get_tls_priority` returns when none was set: libnbd's
+/// compile-time default.
+const DEFAULT_PRIORITY: &CStr = c"NORMAL";
 
 /// The TLS settings of one handle.
 #[derive(Debug)]
@@ -25,6 +42,13 @@ pub(crate) struct TlsSettings {
     pub(crate) username: Option<CString>,
     /// PSK key file, if set.
     pub(crate) psk_file: Option<CString>,
+    /// `nbd_set_tls_hostname`: the name the server's certificate must
+    /// carry, in preference to the host connected to.
+    pub(crate) hostname: Option<CString>,
+    /// The host name the handle connected to (TCP), once connecting.
+    pub(crate) connect_hostname: Option<CString>,
+    /// `nbd_set_tls_priority`: the string as set, and what it means.
+    pub(crate) priority: Option<(CString, Priority)>,
 }
 
 impl Default for TlsSettings {
@@ -36,6 +60,9 @@ impl Default for TlsSettings {
             verify_peer: true,
             username: None,
             psk_file: None,
+            hostname: None,
+            connect_hostname: None,
+            priority: None,
         }
     }
 }
@@ -56,21 +83,48 @@ impl TlsSettings {
         if let Some(file) = &uri.tls_psk_file {
             self.psk_file = Some(c(file, "tls-psk-file")?);
         }
-        if let Some(user) = uri.tls_username.as_ref().or(uri.username.as_ref()) {
+        // Through ssh the URI's user logs in to ssh; only tls-username is
+        // the TLS user then.
+        let authority_user = match uri.transport {
+            crate::uri::Transport::Ssh { .. } => None,
+            _ => uri.username.as_ref(),
+        };
+        if let Some(user) = uri.tls_username.as_ref().or(authority_user) {
             self.username = Some(c(user, "tls-username")?);
         }
         if let Some(verify) = uri.tls_verify_peer {
             self.verify_peer = verify;
         }
+        if let Some(host) = &uri.tls_hostname {
+            self.hostname = Some(c(host, "tls-hostname")?);
+        }
+        if let Some(text) = &uri.tls_priority {
+            // The policy allowed it (uri::UriPolicy::check).
+            self.set_priority(&c(text, "tls-priority")?)?;
+        }
         Ok(())
     }
 
+    /// Checks and stores a priority string (`EINVAL` if it cannot be
+    /// honoured with OpenSSL).
+    pub(crate) fn set_priority(&mut self, text: &CStr) -> Result<(), Error> {
+        let s = text
+            .to_str()
+            .map_err(|_| Error::Invalid("the TLS priority string is not valid UTF-8".into()))?;
+        let parsed = Priority::parse(s).map_err(Error::Invalid)?;
+        self.priority = Some((text.to_owned(), parsed));
+        Ok(())
+    }
+
+    /// The host name in effect: the one set, else the host connected to.
+    fn effective_hostname(&self) -> Option<&CStr> {
+        self.hostname
+            .as_deref()
+            .or(self.connect_hostname.as_deref())
+    }
+
     /// What the engine needs to run TLS, or `None` with TLS disabled.
-    /// `hostname` is the server's name when the caller gave one (TCP).
-    pub(crate) fn options(
-        &self,
-        hostname: Option<String>,
-    ) -> Result<Option<crate::engine::tls::TlsOptions>, Error> {
+    pub(crate) fn options(&self) -> Result<Option<crate::engine::tls::TlsOptions>, Error> {
         use std::os::unix::ffi::OsStrExt;
         if self.mode == LIBNBD_TLS_DISABLE {
             return Ok(None);
@@ -88,7 +142,10 @@ impl TlsSettings {
             verify_peer: self.verify_peer,
             username: username.to_string_lossy().into_owned(),
             psk_file: self.psk_file.as_ref().map(path),
-            hostname,
+            hostname: self
+                .effective_hostname()
+                .map(|h| h.to_string_lossy().into_owned()),
+            priority: self.priority.as_ref().map(|(_, p)| p.clone()),
         }))
     }
 }
@@ -140,202 +197,40 @@ fn login_name() -> Result<CString, Error> {
     Ok(name.to_owned())
 }
 
-/// Chooses whether to use TLS: `LIBNBD_TLS_DISABLE`, `_ALLOW` (if the
-/// server offers it) or `_REQUIRE` (fail rather than go on in clear).
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_set_tls(h: *mut Handle, tls: c_int) -> c_int {
-    ffi_boundary!("nbd_set_tls", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(
-            fname,
-            || format!("tls={tls}"),
-            |inner| {
-                Permitted::CREATED.check(inner.state())?;
-                check_tls_mode("tls", tls)?;
-                inner.tls.mode = tls;
-                Ok(0)
-            },
-        )
-    })
+/// `nbd_set_tls`: `LIBNBD_TLS_DISABLE`, `_ALLOW` (if the server offers
+/// it) or `_REQUIRE` (fail rather than go on in clear).
+pub(crate) fn set_tls(inner: &mut HandleInner, tls: c_int) -> Result<c_int, Error> {
+    check_tls_mode("tls", tls)?;
+    inner.tls.mode = tls;
+    Ok(0)
 }
 
-/// Returns the TLS mode requested (`LIBNBD_TLS_*`).
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_get_tls(h: *mut Handle) -> c_int {
-    ffi_boundary!("nbd_get_tls", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |inner| Ok(inner.tls.mode))
-    })
+/// `nbd_get_tls_username`: the one set, else `$LOGNAME`, else the login
+/// name.
+pub(crate) fn get_tls_username(inner: &mut HandleInner) -> Result<MallocStr, Error> {
+    match &inner.tls.username {
+        Some(name) => MallocStr::new(name),
+        None => MallocStr::new(&login_name()?),
+    }
 }
 
-/// Returns 1 if the connection uses TLS, else 0.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_get_tls_negotiated(h: *mut Handle) -> c_int {
-    ffi_boundary!("nbd_get_tls_negotiated", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |inner| {
-            Permitted::HANDSHAKE_KNOWN.check(inner.state())?;
-            Ok(c_int::from(
-                inner.engine.client().is_some_and(|c| c.tls_negotiated()),
-            ))
-        })
-    })
+/// `nbd_get_tls_hostname`: the host name set, else the one the handle
+/// connected to over TCP, else "".
+pub(crate) fn get_tls_hostname(inner: &mut HandleInner) -> Result<MallocStr, Error> {
+    MallocStr::new(inner.tls.effective_hostname().unwrap_or(c""))
 }
 
-/// Sets the directory to read TLS certificates from.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open;
-/// `dir` must be NULL or a NUL-terminated string.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_set_tls_certificates(h: *mut Handle, dir: *const c_char) -> c_int {
-    ffi_boundary!("nbd_set_tls_certificates", |fname| {
-        // SAFETY: dir is NULL or a C string (see # Safety).
-        let dir = unsafe { ptr::opt_cstr(dir) };
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(
-            fname,
-            || format!("dir={}", quote_opt(dir)),
-            |inner| {
-                Permitted::CREATED.check(inner.state())?;
-                inner.tls.certificates = Some(ptr::required(dir, "dir")?.to_owned());
-                Ok(0)
-            },
-        )
-    })
+/// `nbd_set_tls_priority`: a GnuTLS priority string, checked now against
+/// what this library can map onto OpenSSL (see [`priority`]).
+pub(crate) fn set_tls_priority(inner: &mut HandleInner, priority: &CStr) -> Result<c_int, Error> {
+    inner.tls.set_priority(priority)?;
+    Ok(0)
 }
 
-/// Chooses whether the server's certificate is verified (default: yes).
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_set_tls_verify_peer(h: *mut Handle, verify: bool) -> c_int {
-    ffi_boundary!("nbd_set_tls_verify_peer", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(
-            fname,
-            || format!("verify={verify}"),
-            |inner| {
-                Permitted::CREATED.check(inner.state())?;
-                inner.tls.verify_peer = verify;
-                Ok(0)
-            },
-        )
-    })
-}
-
-/// Returns 1 if the server's certificate will be verified, else 0.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_get_tls_verify_peer(h: *mut Handle) -> c_int {
-    ffi_boundary!("nbd_get_tls_verify_peer", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |inner| Ok(inner.tls.verify_peer))
-    })
-}
-
-/// Sets the username for TLS pre-shared key authentication.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open;
-/// `username` must be NULL or a NUL-terminated string.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_set_tls_username(h: *mut Handle, username: *const c_char) -> c_int {
-    ffi_boundary!("nbd_set_tls_username", |fname| {
-        // SAFETY: username is NULL or a C string (see # Safety).
-        let username = unsafe { ptr::opt_cstr(username) };
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(
-            fname,
-            || format!("username={}", quote_opt(username)),
-            |inner| {
-                Permitted::CREATED.check(inner.state())?;
-                inner.tls.username = Some(ptr::required(username, "username")?.to_owned());
-                Ok(0)
-            },
-        )
-    })
-}
-
-/// Returns a copy of the TLS username (the one set, else `$LOGNAME`, else
-/// the login name); the caller must `free` it.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_get_tls_username(h: *mut Handle) -> *mut c_char {
-    ffi_boundary!("nbd_get_tls_username", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |inner| match &inner.tls.username {
-            Some(name) => MallocStr::new(name),
-            None => MallocStr::new(&login_name()?),
-        })
-    })
-}
-
-/// Sets the file of pre-shared keys for TLS PSK authentication.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open;
-/// `filename` must be NULL or a NUL-terminated string.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_set_tls_psk_file(h: *mut Handle, filename: *const c_char) -> c_int {
-    ffi_boundary!("nbd_set_tls_psk_file", |fname| {
-        // SAFETY: filename is NULL or a C string (see # Safety).
-        let filename = unsafe { ptr::opt_cstr(filename) };
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(
-            fname,
-            || format!("filename={}", quote_opt(filename)),
-            |inner| {
-                Permitted::CREATED.check(inner.state())?;
-                inner.tls.psk_file = Some(ptr::required(filename, "filename")?.to_owned());
-                Ok(0)
-            },
-        )
-    })
-}
-
-/// Returns 1: this library supports TLS (OpenSSL).
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_supports_tls(h: *mut Handle) -> c_int {
-    ffi_boundary!("nbd_supports_tls", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |_| Ok(true))
-    })
+/// `nbd_get_tls_priority`: the string set, else "NORMAL" (libnbd's default).
+pub(crate) fn get_tls_priority(inner: &mut HandleInner) -> Result<MallocStr, Error> {
+    match &inner.tls.priority {
+        Some((text, _)) => MallocStr::new(text),
+        None => MallocStr::new(DEFAULT_PRIORITY),
+    }
 }

@@ -1,19 +1,22 @@
 //! NBD URIs: the parser and builder ([`NbdUri`]), the per-handle policy of
-//! what `nbd_connect_uri` may accept (`nbd_set_uri_allow_*`), and
-//! `nbd_get_uri` / `nbd_supports_uri`.
+//! what `nbd_connect_uri` may accept (`nbd_set_uri_allow_*`), `nbd_get_uri`,
+//! `nbd_is_uri` and `nbd_supports_uri`. The exports are generated from
+//! `api/uri.api`.
 
 mod parse;
 
-pub use parse::{NbdUri, Transport, UriError, DEFAULT_PORT, DEFAULT_VSOCK_CID};
+pub use parse::{looks_like_uri, NbdUri, Transport, UriError, DEFAULT_PORT, DEFAULT_VSOCK_CID};
+
+pub use crate::exports::uri::*;
 
 use crate::constants::{
-    LIBNBD_ALLOW_TRANSPORT_MASK, LIBNBD_ALLOW_TRANSPORT_TCP, LIBNBD_ALLOW_TRANSPORT_UNIX,
-    LIBNBD_ALLOW_TRANSPORT_VSOCK, LIBNBD_TLS_ALLOW, LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE,
+    LIBNBD_ALLOW_TRANSPORT_MASK, LIBNBD_ALLOW_TRANSPORT_SSH, LIBNBD_ALLOW_TRANSPORT_TCP,
+    LIBNBD_ALLOW_TRANSPORT_UNIX, LIBNBD_ALLOW_TRANSPORT_VSOCK, LIBNBD_TLS_ALLOW,
+    LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE,
 };
-use crate::errors::{check_flags, Error};
-use crate::handle::Handle;
-use crate::ptr::{self, MallocStr};
-use crate::state::Permitted;
+use crate::errors::Error;
+use crate::handle::HandleInner;
+use crate::ptr::MallocStr;
 use crate::tls::check_tls_mode;
 use std::ffi::{c_int, CStr};
 
@@ -26,15 +29,19 @@ pub(crate) struct UriPolicy {
     pub(crate) tls: c_int,
     /// Whether query parameters may name local files.
     pub(crate) local_file: bool,
+    /// Whether the `tls-priority` parameter is accepted.
+    pub(crate) tls_priority: bool,
 }
 
 impl Default for UriPolicy {
-    /// libnbd's defaults: every transport, TLS or not, no local files.
+    /// libnbd's defaults: every transport, TLS or not, no local files, no
+    /// TLS priority.
     fn default() -> Self {
         UriPolicy {
             transports: LIBNBD_ALLOW_TRANSPORT_MASK,
             tls: LIBNBD_TLS_ALLOW,
             local_file: false,
+            tls_priority: false,
         }
     }
 }
@@ -46,6 +53,7 @@ impl UriPolicy {
             Transport::Tcp { .. } => LIBNBD_ALLOW_TRANSPORT_TCP,
             Transport::Unix { .. } => LIBNBD_ALLOW_TRANSPORT_UNIX,
             Transport::Vsock { .. } => LIBNBD_ALLOW_TRANSPORT_VSOCK,
+            Transport::Ssh { .. } => LIBNBD_ALLOW_TRANSPORT_SSH,
         };
         if self.transports & bit == 0 {
             return Err(Error::NotPermitted(format!(
@@ -63,6 +71,13 @@ impl UriPolicy {
                 "URI TLS setting {} is not allowed on this handle",
                 uri.scheme()
             )));
+        }
+        if uri.tls_priority.is_some() && !self.tls_priority {
+            return Err(Error::NotPermitted(
+                "URI parameter tls-priority (overriding the TLS priority) is not allowed; \
+                 nbd_set_uri_allow_tls_priority enables it"
+                    .into(),
+            ));
         }
         if !self.local_file {
             for (param, value) in [
@@ -93,114 +108,46 @@ pub(crate) fn prepare_connect(policy: &UriPolicy, uri: &CStr) -> Result<NbdUri, 
     Ok(parsed)
 }
 
-/// Chooses which transports URIs may use (`LIBNBD_ALLOW_TRANSPORT_*`).
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_set_uri_allow_transports(h: *mut Handle, mask: u32) -> c_int {
-    ffi_boundary!("nbd_set_uri_allow_transports", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(
-            fname,
-            || format!("mask=0x{mask:x}"),
-            |inner| {
-                Permitted::CREATED.check(inner.state())?;
-                check_flags("mask", mask, LIBNBD_ALLOW_TRANSPORT_MASK)?;
-                inner.uri_policy.transports = mask;
-                Ok(0)
-            },
-        )
-    })
+/// `nbd_set_uri_allow_tls`: whether URIs may, must, or must not ask for
+/// TLS (`LIBNBD_TLS_*`).
+pub(crate) fn set_uri_allow_tls(inner: &mut HandleInner, tls: c_int) -> Result<c_int, Error> {
+    check_tls_mode("tls", tls)?;
+    inner.uri_policy.tls = tls;
+    Ok(0)
 }
 
-/// Chooses whether URIs may, must, or must not ask for TLS (`LIBNBD_TLS_*`).
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_set_uri_allow_tls(h: *mut Handle, tls: c_int) -> c_int {
-    ffi_boundary!("nbd_set_uri_allow_tls", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(
-            fname,
-            || format!("tls={tls}"),
-            |inner| {
-                Permitted::CREATED.check(inner.state())?;
-                check_tls_mode("tls", tls)?;
-                inner.uri_policy.tls = tls;
-                Ok(0)
-            },
-        )
-    })
+/// `nbd_is_uri`: whether `uri` looks like an NBD URI (its scheme is an NBD
+/// one, in any case, followed by `://`); it is not parsed further.
+pub(crate) fn is_uri(_inner: &mut HandleInner, uri: &CStr) -> Result<bool, Error> {
+    Ok(std::str::from_utf8(uri.to_bytes()).is_ok_and(parse::looks_like_uri))
 }
 
-/// Chooses whether URIs may name local files (default: no).
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_set_uri_allow_local_file(h: *mut Handle, allow: bool) -> c_int {
-    ffi_boundary!("nbd_set_uri_allow_local_file", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(
-            fname,
-            || format!("allow={allow}"),
-            |inner| {
-                Permitted::CREATED.check(inner.state())?;
-                inner.uri_policy.local_file = allow;
-                Ok(0)
-            },
-        )
-    })
-}
-
-/// Returns 1: this build understands NBD URIs.
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_supports_uri(h: *mut Handle) -> c_int {
-    ffi_boundary!("nbd_supports_uri", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |_| Ok(true))
-    })
-}
-
-/// Returns a URI that would reach the same server and export (the caller
-/// must `free` it).
-///
-/// # Safety
-///
-/// `h` must be NULL or a handle from `nbd_create` that is still open.
-#[no_mangle]
-pub unsafe extern "C" fn nbd_get_uri(h: *mut Handle) -> *mut libc::c_char {
-    ffi_boundary!("nbd_get_uri", |fname| {
-        // SAFETY: h is NULL or open (see # Safety).
-        let h = unsafe { ptr::handle(h) }?;
-        h.call(fname, String::new, |inner| {
-            Permitted::STARTED.check(inner.state())?;
-            // Connections made without an address (a socket or a command the
-            // caller gave) have no URI.
-            let uri = inner.connected_uri.as_ref().ok_or(Error::Invalid(
-                "there is no URI for this kind of connection (a socket or a command)".into(),
-            ))?;
-            // The export is the one currently chosen (opt mode may change it).
-            let mut uri = uri.clone();
-            uri.export_name = inner.negotiation.export_name.to_string_lossy().into_owned();
-            let text = std::ffi::CString::new(uri.to_uri_string())
-                .map_err(|_| Error::Invalid("the URI contains NUL".into()))?;
-            MallocStr::new(&text)
-        })
-    })
+/// `nbd_get_uri`: a URI that would reach the same server and export with
+/// the handle's current settings. Connections made without an address (a
+/// socket, a command, an ssh tunnel) have none (`EINVAL`).
+pub(crate) fn get_uri(inner: &mut HandleInner) -> Result<MallocStr, Error> {
+    let base = inner.connected_uri.as_ref().ok_or(Error::Invalid(
+        "cannot construct a URI for this kind of connection (a socket, a command or ssh)".into(),
+    ))?;
+    let tls = &inner.tls;
+    let text = |s: &Option<std::ffi::CString>| s.as_ref().map(|c| c.to_string_lossy().into_owned());
+    let mut uri = NbdUri::new(base.transport.clone());
+    uri.tls = tls.mode == LIBNBD_TLS_REQUIRE;
+    // The export is the one currently chosen (opt mode may change it).
+    uri.export_name = inner.negotiation.export_name.to_string_lossy().into_owned();
+    uri.username = text(&tls.username);
+    uri.tls_certificates = text(&tls.certificates);
+    uri.tls_psk_file = text(&tls.psk_file);
+    uri.tls_verify_peer = (!tls.verify_peer).then_some(false);
+    uri.tls_hostname = text(&tls.hostname);
+    uri.tls_priority = tls
+        .priority
+        .as_ref()
+        .map(|(t, _)| t.to_string_lossy().into_owned())
+        .filter(|t| t != "NORMAL");
+    let text = std::ffi::CString::new(uri.to_uri_string())
+        .map_err(|_| Error::Invalid("the URI contains NUL".into()))?;
+    MallocStr::new(&text)
 }
 
 #[cfg(test)]
@@ -231,5 +178,26 @@ mod tests {
         assert_eq!(prep(&p, "nbds://h/").unwrap_err().errno(), libc::EPERM);
         p.local_file = true;
         assert!(prep(&p, "nbd://h/?tls-certificates=/x").is_ok());
+    }
+
+    #[test]
+    fn policy_for_1_24_parameters_and_ssh() {
+        let mut p = UriPolicy::default();
+        let e = prep(&p, "nbd://h/?tls-priority=NORMAL").unwrap_err();
+        assert_eq!(e.errno(), libc::EPERM);
+        p.tls_priority = true;
+        assert_eq!(
+            prep(&p, "nbd://h/?tls-priority=NORMAL")
+                .unwrap()
+                .tls_priority
+                .as_deref(),
+            Some("NORMAL")
+        );
+        // tls-hostname names no local file: always allowed.
+        assert!(prep(&p, "nbds://h/?tls-hostname=x").is_ok());
+        assert!(prep(&p, "nbd+ssh://h/").is_ok());
+        p.transports = LIBNBD_ALLOW_TRANSPORT_MASK & !LIBNBD_ALLOW_TRANSPORT_SSH;
+        assert_eq!(prep(&p, "nbd+ssh://h/").unwrap_err().errno(), libc::EPERM);
+        assert!(prep(&p, "nbd://h/").is_ok());
     }
 }

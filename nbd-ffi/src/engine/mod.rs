@@ -197,8 +197,6 @@ pub(crate) struct Engine {
     tls_options: Option<tls::TlsOptions>,
     /// The TLS session, from the server's STARTTLS acknowledgement on.
     tls: Option<tls::TlsSession>,
-    /// The server's host name, when connected over TCP.
-    tls_hostname: Option<String>,
     /// The handle is being closed: callbacks are released, not called
     /// (libnbd: the status of unretired commands is lost on close).
     closing: bool,
@@ -242,7 +240,6 @@ impl Engine {
             large_reads: 0,
             tls_options: None,
             tls: None,
-            tls_hostname: None,
             closing: false,
         }
     }
@@ -328,17 +325,6 @@ impl Engine {
         }
     }
 
-    /// Records the server's host name (TCP connections), for TLS settings
-    /// made later by `nbd_opt_starttls`.
-    pub(crate) fn set_tls_hostname(&mut self, hostname: Option<String>) {
-        self.tls_hostname = hostname;
-    }
-
-    /// The server's host name recorded by [`Engine::set_tls_hostname`].
-    pub(crate) fn tls_hostname(&self) -> Option<String> {
-        self.tls_hostname.clone()
-    }
-
     /// Whether TLS settings were given (the handle's TLS mode is not
     /// `LIBNBD_TLS_DISABLE`, or `nbd_opt_starttls` supplied them).
     pub(crate) fn has_tls_options(&self) -> bool {
@@ -367,6 +353,12 @@ impl Engine {
     pub(crate) fn start_connected(&mut self, config: Config, fd: OwnedFd) {
         self.config = config;
         self.attach(fd);
+    }
+
+    /// The process ID of the connection's child process, if it has one
+    /// (`nbd_get_subprocess_pid`).
+    pub(crate) fn child_pid(&self) -> Option<libc::pid_t> {
+        self.child.as_ref().map(|c| c.pid)
     }
 
     /// Records the child process of the connection.

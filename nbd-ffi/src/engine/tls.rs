@@ -37,9 +37,11 @@ pub(crate) struct TlsOptions {
     /// `username:hexkey` lines, from `nbd_set_tls_psk_file`: PSK instead of
     /// certificates when set.
     pub(crate) psk_file: Option<PathBuf>,
-    /// The server's name as the caller gave it (TCP connections), checked
-    /// against its certificate and sent as SNI.
+    /// The server's name (`nbd_set_tls_hostname`, else the host of a TCP
+    /// connection), checked against its certificate and sent as SNI.
     pub(crate) hostname: Option<String>,
+    /// `nbd_set_tls_priority`, understood (`None`: OpenSSL's defaults).
+    pub(crate) priority: Option<crate::tls::priority::Priority>,
 }
 
 /// The largest TLS record's plaintext: small segments are gathered up to
@@ -213,6 +215,7 @@ struct ContextKey {
     verify_peer: bool,
     username: String,
     psk_file: Option<PathBuf>,
+    priority: Option<crate::tls::priority::Priority>,
     files: Vec<FileStamp>,
 }
 
@@ -240,6 +243,7 @@ impl ContextKey {
             verify_peer: opts.verify_peer,
             username: opts.username.clone(),
             psk_file: opts.psk_file.clone(),
+            priority: opts.priority.clone(),
             files,
         })
     }
@@ -304,8 +308,14 @@ fn context(opts: &TlsOptions, dir: Option<&Path>) -> Result<SslContext, String> 
         // verification against the empty trust store set here.
         b.set_cipher_list("ECDHEPSK:DHEPSK:PSK:!aNULL:!eNULL:!3DES:!RC4")
             .map_err(|e| stack("TLS cipher list", &e))?;
+        if let Some(p) = &opts.priority {
+            p.apply(&mut b, true)?;
+        }
         b.set_verify(SslVerifyMode::PEER);
         return Ok(b.build());
+    }
+    if let Some(p) = &opts.priority {
+        p.apply(&mut b, false)?;
     }
     // X.509. The system's CAs are always trusted (a certificates directory
     // adds its own CA; it does not turn verification off).
@@ -586,6 +596,7 @@ mod tests {
             username: user.into(),
             psk_file: Some(file.to_path_buf()),
             hostname: None,
+            priority: None,
         }
     }
 

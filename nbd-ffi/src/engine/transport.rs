@@ -385,8 +385,11 @@ fn ptr_array(v: &[CString]) -> Vec<*const libc::c_char> {
 
 /// `nbd_connect_systemd_socket_activation`: creates a listening Unix socket
 /// in a fresh private directory, runs `argv` with it as fd 3 and `LISTEN_PID`
-/// / `LISTEN_FDS` set, and connects to it.
-pub(crate) fn spawn_socket_activation(argv: &[String]) -> io::Result<(Pending, Child, PathBuf)> {
+/// / `LISTEN_FDS` / `LISTEN_FDNAMES` (`name`) set, and connects to it.
+pub(crate) fn spawn_socket_activation(
+    argv: &[String],
+    name: &str,
+) -> io::Result<(Pending, Child, PathBuf)> {
     let dir = make_temp_dir()?;
     let sock = dir.join("sock");
     let listener = {
@@ -407,8 +410,12 @@ pub(crate) fn spawn_socket_activation(argv: &[String]) -> io::Result<(Pending, C
     // LISTEN_PID is written by the child into this fixed buffer.
     let plan = ExecPlan::new(
         argv,
-        &[("LISTEN_FDS", "1"), ("LISTEN_PID", "0000000000")],
-        &["LISTEN_FDNAMES"],
+        &[
+            ("LISTEN_FDS", "1"),
+            ("LISTEN_PID", "0000000000"),
+            ("LISTEN_FDNAMES", name),
+        ],
+        &[],
     )?;
     let pid_index = plan
         .envp

@@ -137,7 +137,7 @@ pub unsafe extern "C" fn nbd_get_package_name(h: *mut Handle) -> *const c_char {
         h.call(
             fname,
             String::new,
-            |_| -> Result<&'static std::ffi::CStr, Error> { Ok(crate::handle::PACKAGE_NAME) },
+            |_inner| -> Result<&'static std::ffi::CStr, Error> { Ok(crate::handle::PACKAGE_NAME) },
         )
     })
 }
@@ -157,7 +157,9 @@ pub unsafe extern "C" fn nbd_get_version(h: *mut Handle) -> *const c_char {
         h.call(
             fname,
             String::new,
-            |_| -> Result<&'static std::ffi::CStr, Error> { Ok(crate::handle::LIBNBD_VERSION) },
+            |_inner| -> Result<&'static std::ffi::CStr, Error> {
+                Ok(crate::handle::LIBNBD_VERSION)
+            },
         )
     })
 }
@@ -177,7 +179,7 @@ pub unsafe extern "C" fn nbd_get_version_extra(h: *mut Handle) -> *const c_char 
         h.call(
             fname,
             String::new,
-            |_| -> Result<&'static std::ffi::CStr, Error> { Ok(crate::handle::VERSION_EXTRA) },
+            |_inner| -> Result<&'static std::ffi::CStr, Error> { Ok(crate::handle::VERSION_EXTRA) },
         )
     })
 }

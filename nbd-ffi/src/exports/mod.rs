@@ -6,9 +6,12 @@
 //! the family module that implements it. Exports marked `manual` in the table
 //! are written by hand in their modules.
 
+pub mod connect;
 pub mod debug;
 pub mod handle;
 pub mod have;
 pub mod negotiation;
 pub mod opt;
 pub mod state;
+pub mod tls;
+pub mod uri;

@@ -3,17 +3,24 @@
 //! The format is the NBD project's URI specification as libnbd applies it:
 //!
 //! ```text
-//! nbd[s][+unix|+vsock]://[user@][host][:port][/export]?[param=value&...]
+//! nbd[s][+unix|+vsock|+ssh]://[user@][host][:port][/export]?[param=value&...]
 //! ```
 //!
-//! * `nbd`/`nbds` use TCP (`host` defaults to `localhost`, `port` to 10809,
-//!   IPv6 literals go in brackets); `+unix` uses a Unix domain socket named by
-//!   the mandatory `socket` parameter; `+vsock` uses `AF_VSOCK` with the
-//!   numeric CID as host (default 2, the hypervisor). The `s` asks for TLS.
+//! * The scheme is case-insensitive. `nbd`/`nbds` use TCP (`host` defaults
+//!   to `localhost`, `port` to 10809, IPv6 literals go in brackets); `+unix`
+//!   uses a Unix domain socket named by the mandatory `socket` parameter;
+//!   `+vsock` uses `AF_VSOCK` with the numeric CID as host (default 2, the
+//!   hypervisor); `+ssh` (libnbd 1.22) runs `ssh` to `host` (mandatory;
+//!   `port` is the ssh port, default 22, and `user` the ssh user) and `nc`
+//!   there to the NBD server at `localhost:10809`, or at the remote Unix
+//!   socket named by `socket`. The `s` asks for TLS.
 //! * The export name is the path without its first `/`, percent-decoded.
-//! * Known query parameters: `socket`, `tls-certificates`, `tls-psk-file`,
-//!   `tls-username`, `tls-verify-peer`. Others are kept in
-//!   [`NbdUri::unknown_params`] for the caller to diagnose.
+//! * Known query parameters: `socket`, `tls-certificates`, `tls-hostname`,
+//!   `tls-priority`, `tls-psk-file`, `tls-username`, `tls-verify-peer`,
+//!   `nbd-port` (the NBD port, instead of the authority's; for `+ssh` the
+//!   port `nc` connects to; ignored for `+unix`) and `compress` (`+ssh`:
+//!   `ssh -C`). A parameter given twice takes its last value. Others are
+//!   kept in [`NbdUri::unknown_params`] (libnbd ignores them).
 
 use std::fmt;
 
@@ -44,7 +51,21 @@ pub enum Transport {
         /// vsock port.
         port: u32,
     },
+    /// A tunnel through `ssh` to `host`, then `nc` to the NBD server.
+    Ssh {
+        /// The ssh server (IPv6 without brackets).
+        host: String,
+        /// The ssh port.
+        port: u16,
+        /// The NBD server's port on the ssh server's side (`nbd-port`).
+        nbd_port: u16,
+        /// The NBD server's Unix socket there, instead of the port.
+        socket: Option<String>,
+    },
 }
+
+/// The ssh port used when an `+ssh` URI gives none.
+pub(crate) const DEFAULT_SSH_PORT: u16 = 22;
 
 /// A parsed NBD URI.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +86,13 @@ pub struct NbdUri {
     pub tls_username: Option<String>,
     /// `tls-verify-peer`: whether to verify the server's certificate.
     pub tls_verify_peer: Option<bool>,
+    /// `tls-hostname`: the name the server's certificate must carry.
+    pub tls_hostname: Option<String>,
+    /// `tls-priority`: a GnuTLS priority string (the handle's policy
+    /// decides whether it is accepted).
+    pub tls_priority: Option<String>,
+    /// `compress`: ask ssh to compress (`+ssh` only).
+    pub compress: Option<bool>,
     /// Query parameters not understood, decoded, in order.
     pub unknown_params: Vec<(String, String)>,
 }
@@ -155,25 +183,31 @@ fn split_host_port(hostport: &str) -> Result<(&str, Option<&str>), UriError> {
 }
 
 impl NbdUri {
+    /// A URI for `transport` with nothing else set.
+    pub fn new(transport: Transport) -> NbdUri {
+        NbdUri {
+            tls: false,
+            transport,
+            username: None,
+            export_name: String::new(),
+            tls_certificates: None,
+            tls_psk_file: None,
+            tls_username: None,
+            tls_verify_peer: None,
+            tls_hostname: None,
+            tls_priority: None,
+            compress: None,
+            unknown_params: Vec::new(),
+        }
+    }
+
     /// Parses an NBD URI.
     pub fn parse(uri: &str) -> Result<NbdUri, UriError> {
         let Some((scheme, rest)) = uri.split_once("://") else {
             return err("an NBD URI must start with \"nbd://\" or another nbd scheme and \"://\"");
         };
-        #[derive(PartialEq)]
-        enum Kind {
-            Tcp,
-            Unix,
-            Vsock,
-        }
-        let (kind, tls) = match scheme.to_ascii_lowercase().as_str() {
-            "nbd" => (Kind::Tcp, false),
-            "nbds" => (Kind::Tcp, true),
-            "nbd+unix" => (Kind::Unix, false),
-            "nbds+unix" => (Kind::Unix, true),
-            "nbd+vsock" => (Kind::Vsock, false),
-            "nbds+vsock" => (Kind::Vsock, true),
-            _ => return err(format!("unknown NBD URI scheme {scheme:?}")),
+        let Some((kind, tls)) = scheme_kind(scheme) else {
+            return err(format!("unknown NBD URI scheme {scheme:?}"));
         };
 
         let rest = rest
@@ -209,20 +243,14 @@ impl NbdUri {
             None => String::new(),
         };
 
-        let mut parsed = NbdUri {
-            tls,
-            transport: Transport::Unix {
-                socket: String::new(),
-            },
-            username,
-            export_name,
-            tls_certificates: None,
-            tls_psk_file: None,
-            tls_username: None,
-            tls_verify_peer: None,
-            unknown_params: Vec::new(),
-        };
+        let mut parsed = NbdUri::new(Transport::Unix {
+            socket: String::new(),
+        });
+        parsed.tls = tls;
+        parsed.username = username;
+        parsed.export_name = export_name;
         let mut socket = None;
+        let mut nbd_port = None;
         for param in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (key, value) = param.split_once('=').unwrap_or((param, ""));
             let key = percent_decode(key, "query")?;
@@ -234,15 +262,20 @@ impl NbdUri {
                 "tls-psk-file" => parsed.tls_psk_file = Some(no_nul(value, &key)?),
                 "tls-username" => parsed.tls_username = Some(no_nul(value, &key)?),
                 "tls-verify-peer" => parsed.tls_verify_peer = Some(parse_bool(&value, &key)?),
+                "tls-hostname" => parsed.tls_hostname = Some(no_nul(value, &key)?),
+                "tls-priority" => parsed.tls_priority = Some(no_nul(value, &key)?),
+                "compress" => parsed.compress = Some(parse_bool(&value, &key)?),
+                "nbd-port" => nbd_port = Some(value),
                 _ => parsed.unknown_params.push((key, value)),
             }
         }
 
-        if kind != Kind::Unix && socket.is_some() {
+        if !matches!(kind, Kind::Unix | Kind::Ssh) && socket.is_some() {
             return err(format!(
-                "the socket parameter only goes with the +unix schemes, not {scheme:?}"
+                "the socket parameter only goes with the +unix and +ssh schemes, not {scheme:?}"
             ));
         }
+        let port = nbd_port.as_deref().filter(|_| kind != Kind::Ssh).or(port);
         parsed.transport = match kind {
             Kind::Tcp => Transport::Tcp {
                 host: if host.is_empty() {
@@ -270,6 +303,23 @@ impl NbdUri {
                     None => u32::from(DEFAULT_PORT),
                 },
             },
+            Kind::Ssh => {
+                if host.is_empty() {
+                    return err("an +ssh URI needs the ssh server's name");
+                }
+                Transport::Ssh {
+                    host,
+                    port: match port {
+                        Some(p) => parse_number(p, "ssh port")?,
+                        None => DEFAULT_SSH_PORT,
+                    },
+                    nbd_port: match nbd_port.as_deref() {
+                        Some(p) => parse_number(p, "nbd-port")?,
+                        None => DEFAULT_PORT,
+                    },
+                    socket: socket.filter(|s| !s.is_empty()),
+                }
+            }
         };
         Ok(parsed)
     }
@@ -283,6 +333,8 @@ impl NbdUri {
             (Transport::Unix { .. }, true) => "nbds+unix",
             (Transport::Vsock { .. }, false) => "nbd+vsock",
             (Transport::Vsock { .. }, true) => "nbds+vsock",
+            (Transport::Ssh { .. }, false) => "nbd+ssh",
+            (Transport::Ssh { .. }, true) => "nbds+ssh",
         }
     }
 
@@ -300,17 +352,32 @@ impl NbdUri {
             out.push('@');
         }
         let mut query: Vec<(String, String)> = Vec::new();
+        let host_port = |out: &mut String, host: &str, port: u16, default: u16| {
+            if host.contains(':') {
+                out.push('[');
+                out.push_str(host);
+                out.push(']');
+            } else {
+                out.push_str(&percent_encode(host, SUB_DELIMS));
+            }
+            if port != default {
+                out.push_str(&format!(":{port}"));
+            }
+        };
         match &self.transport {
-            Transport::Tcp { host, port } => {
-                if host.contains(':') {
-                    out.push('[');
-                    out.push_str(host);
-                    out.push(']');
-                } else {
-                    out.push_str(&percent_encode(host, SUB_DELIMS));
+            Transport::Tcp { host, port } => host_port(&mut out, host, *port, DEFAULT_PORT),
+            Transport::Ssh {
+                host,
+                port,
+                nbd_port,
+                socket,
+            } => {
+                host_port(&mut out, host, *port, DEFAULT_SSH_PORT);
+                if let Some(socket) = socket {
+                    query.push(("socket".into(), socket.clone()));
                 }
-                if *port != DEFAULT_PORT {
-                    out.push_str(&format!(":{port}"));
+                if *nbd_port != DEFAULT_PORT {
+                    query.push(("nbd-port".into(), nbd_port.to_string()));
                 }
             }
             Transport::Unix { socket } => query.push(("socket".into(), socket.clone())),
@@ -333,6 +400,12 @@ impl NbdUri {
                 self.tls_verify_peer
                     .map(|v| if v { "1" } else { "0" }.to_string()),
             ),
+            ("tls-hostname", self.tls_hostname.clone()),
+            ("tls-priority", self.tls_priority.clone()),
+            (
+                "compress",
+                self.compress.map(|v| if v { "1" } else { "0" }.to_string()),
+            ),
         ];
         for (key, value) in known {
             if let Some(value) = value {
@@ -348,6 +421,36 @@ impl NbdUri {
         }
         out
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tcp,
+    Unix,
+    Vsock,
+    Ssh,
+}
+
+/// The transport and TLS of a scheme (case-insensitive), if it is an NBD one.
+fn scheme_kind(scheme: &str) -> Option<(Kind, bool)> {
+    Some(match scheme.to_ascii_lowercase().as_str() {
+        "nbd" => (Kind::Tcp, false),
+        "nbds" => (Kind::Tcp, true),
+        "nbd+unix" => (Kind::Unix, false),
+        "nbds+unix" => (Kind::Unix, true),
+        "nbd+vsock" => (Kind::Vsock, false),
+        "nbds+vsock" => (Kind::Vsock, true),
+        "nbd+ssh" => (Kind::Ssh, false),
+        "nbds+ssh" => (Kind::Ssh, true),
+        _ => return None,
+    })
+}
+
+/// `nbd_is_uri`'s heuristic: an NBD scheme (any case) followed by `://`.
+/// The rest is not looked at.
+pub fn looks_like_uri(s: &str) -> bool {
+    s.split_once("://")
+        .is_some_and(|(scheme, _)| scheme_kind(scheme).is_some())
 }
 
 /// Escapes every byte except letters, digits, `-._~` and those in `extra`.
@@ -545,10 +648,107 @@ mod tests {
             tls_psk_file: None,
             tls_username: None,
             tls_verify_peer: None,
+            tls_hostname: None,
+            tls_priority: None,
+            compress: None,
             unknown_params: vec![],
         };
         let s = u.to_uri_string();
         assert_eq!(s, "nbd+unix://bob@/hi%0A%22x%5C?socket=/tmp/a%20b%26c");
         assert_eq!(NbdUri::parse(&s).unwrap(), u);
+    }
+
+    #[test]
+    fn libnbd_1_24_parameters() {
+        let u = NbdUri::parse(
+            "nbds://h:1/?tls-hostname=a&tls-hostname=b&tls-priority=NORMAL:-VERS-TLS1.3\
+             &nbd-port=1234&compress=yes",
+        )
+        .unwrap();
+        assert_eq!(u.tls_hostname.as_deref(), Some("b"), "the last one wins");
+        assert_eq!(u.tls_priority.as_deref(), Some("NORMAL:-VERS-TLS1.3"));
+        assert_eq!(u.transport, tcp("h", 1234), "nbd-port overrides the port");
+        assert_eq!(u.compress, Some(true));
+        let u = NbdUri::parse("nbd+vsock://3/?nbd-port=4294967295").unwrap();
+        assert_eq!(
+            u.transport,
+            Transport::Vsock {
+                cid: 3,
+                port: u32::MAX
+            }
+        );
+        // Ignored for Unix sockets, as in libnbd.
+        let u = NbdUri::parse("nbd+unix:///?socket=/s&nbd-port=x").unwrap();
+        assert_eq!(
+            u.transport,
+            Transport::Unix {
+                socket: "/s".into()
+            }
+        );
+        for bad in [
+            "nbd://h/?nbd-port=abc",
+            "nbd://h/?nbd-port=65536",
+            "nbd://h/?nbd-port=",
+            "nbd://h/?compress=maybe",
+            "nbd://h/?tls-hostname=a%00b",
+        ] {
+            assert!(NbdUri::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ssh_uris() {
+        let u = NbdUri::parse("NBDS+SSH://bob@server:2222/exp?nbd-port=99&socket=/r/s").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.username.as_deref(), Some("bob"));
+        assert_eq!(u.export_name, "exp");
+        assert_eq!(
+            u.transport,
+            Transport::Ssh {
+                host: "server".into(),
+                port: 2222,
+                nbd_port: 99,
+                socket: Some("/r/s".into())
+            }
+        );
+        let u = NbdUri::parse("nbd+ssh://[fe80::1]/").unwrap();
+        assert_eq!(
+            u.transport,
+            Transport::Ssh {
+                host: "fe80::1".into(),
+                port: 22,
+                nbd_port: 10809,
+                socket: None
+            }
+        );
+        assert!(NbdUri::parse("nbd+ssh:///").is_err(), "a server is needed");
+        assert!(NbdUri::parse("nbd+ssh://h:99999/").is_err());
+        for uri in [
+            "nbd+ssh://server/",
+            "nbds+ssh://bob@server:2222/exp?socket=/r/s&nbd-port=99&compress=1",
+            "nbd+ssh://[::1]:23/",
+        ] {
+            let parsed = NbdUri::parse(uri).unwrap();
+            assert_eq!(parsed.to_uri_string(), uri);
+        }
+    }
+
+    #[test]
+    fn is_uri_heuristic() {
+        for yes in ["nbd://x", "NBD+SSH://x", "nbds+vsock://", "nbd:///"] {
+            assert!(looks_like_uri(yes), "{yes}");
+        }
+        for no in [
+            "nbd:x",
+            "nbd:/",
+            "nbd",
+            "",
+            "http://x",
+            "nbd+foo://",
+            " nbd://",
+            "x nbd://",
+        ] {
+            assert!(!looks_like_uri(no), "{no}");
+        }
     }
 }

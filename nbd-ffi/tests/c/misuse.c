@@ -226,7 +226,7 @@ oversize_and_bad_values (struct nbd_handle *h)
   CHECK (nbd_get_tls (h) == LIBNBD_TLS_DISABLE);
   EXPECT_ERR (nbd_set_handshake_flags (h, LIBNBD_HANDSHAKE_FLAG_MASK + 1), -1, EINVAL);
   EXPECT_ERR (nbd_set_strict_mode (h, LIBNBD_STRICT_MASK + 1), -1, EINVAL);
-  EXPECT_ERR (nbd_set_uri_allow_transports (h, 8), -1, EINVAL);
+  EXPECT_ERR (nbd_set_uri_allow_transports (h, LIBNBD_ALLOW_TRANSPORT_MASK + 1), -1, EINVAL);
   EXPECT_ERR (nbd_set_uri_allow_tls (h, 3), -1, EINVAL);
   EXPECT_ERR (nbd_get_meta_context (h, 0), NULL, EINVAL);
 
