@@ -6,4 +6,7 @@
 //! the family module that implements it. Exports marked `manual` in the table
 //! are written by hand in their modules.
 
+pub mod aio;
+pub mod commands;
 pub mod have;
+pub mod info;
