@@ -117,10 +117,7 @@ impl HandleInner {
         if strict & LIBNBD_STRICT_FLAGS != 0 {
             check_flags("flags", flags, op.permitted_flags())?;
         }
-        let extended = self
-            .engine
-            .client()
-            .is_some_and(|c| c.extended_headers());
+        let extended = self.engine.client().is_some_and(|c| c.extended_headers());
         let Some(needed) = op.payload_len_needed(extended) else {
             return Ok(flags);
         };

@@ -150,7 +150,10 @@ pub(crate) fn can_cache(inner: &mut HandleInner) -> Result<c_int, Error> {
 }
 
 /// `nbd_can_meta_context`: whether the server agreed to `metacontext`.
-pub(crate) fn can_meta_context(inner: &mut HandleInner, metacontext: &CStr) -> Result<c_int, Error> {
+pub(crate) fn can_meta_context(
+    inner: &mut HandleInner,
+    metacontext: &CStr,
+) -> Result<c_int, Error> {
     let c = connected(inner)?;
     Ok(c_int::from(
         c.meta_context_id(&metacontext.to_string_lossy()).is_some(),

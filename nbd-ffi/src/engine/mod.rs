@@ -1143,7 +1143,9 @@ impl Engine {
                 };
                 let offset = cmd.offset;
                 let Some(h) = cmd.hooks.as_mut() else { return };
-                let Ok(cname) = CString::new(name) else { return };
+                let Ok(cname) = CString::new(name) else {
+                    return;
+                };
                 if h.wide() {
                     let mut entries: Vec<NbdExtent> = extents
                         .iter()
@@ -1162,8 +1164,7 @@ impl Engine {
                 if overflow && cmd.error == 0 {
                     cmd.error = libc::EOVERFLOW;
                     cmd.message = Some(
-                        "block status flags do not fit in 32 bits (use nbd_block_status_64)"
-                            .into(),
+                        "block status flags do not fit in 32 bits (use nbd_block_status_64)".into(),
                     );
                 }
                 let mut err = cmd.error;
