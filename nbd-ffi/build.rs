@@ -484,7 +484,7 @@ fn trace_part(a: &Arg) -> Option<String> {
         Kind::String | Kind::OptString => {
             format!("format!(\"{n}={{}}\", crate::debug::quote_opt({n}))")
         }
-        Kind::Strings => format!("format!(\"{n}=<list>\")"),
+        Kind::Strings => format!("\"{n}=<list>\".to_string()"),
         Kind::BufOut | Kind::BufIn => format!("format!(\"{n}=<buf> count={{count}}\")"),
         Kind::SockAddr => format!("format!(\"{n}=<address> addrlen={{addrlen}}\")"),
         Kind::Closure(k) => format!("\"{k}=<fn>\".to_string()"),

@@ -414,3 +414,103 @@ pub(crate) fn block_status_filter(
     let op = Op::BlockStatusFilter(count, context_names(&contexts));
     inner.run(op, offset, flags, cbs)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::Stats;
+    use crate::handle::Handle;
+    use std::ffi::{c_char, CString};
+
+    /// The handle's traffic counters.
+    fn stats(h: *mut Handle) -> Stats {
+        // SAFETY: h is open.
+        let h = unsafe { crate::ptr::handle(h) }.expect("open handle");
+        let get = |f: fn(&Stats) -> u64| {
+            h.call("stats", String::new, |inner| Ok(f(&inner.engine.stats())))
+                .expect("stats")
+        };
+        Stats {
+            bytes_sent: get(|s| s.bytes_sent),
+            chunks_sent: get(|s| s.chunks_sent),
+            bytes_received: get(|s| s.bytes_received),
+            chunks_received: get(|s| s.chunks_received),
+        }
+    }
+
+    #[test]
+    fn traffic_counters_follow_a_real_session() {
+        if std::process::Command::new("nbdkit")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("nbdkit is not installed: skipped");
+            return;
+        }
+        // SAFETY: no preconditions.
+        let h = unsafe { crate::handle::nbd_create() };
+        assert_eq!(stats(h), Stats::default(), "nothing before connecting");
+        let args: Vec<CString> = ["nbdkit", "-s", "--exit-with-parent", "memory", "1M"]
+            .iter()
+            .map(|a| CString::new(*a).unwrap())
+            .collect();
+        let mut argv: Vec<*mut c_char> = args.iter().map(|a| a.as_ptr().cast_mut()).collect();
+        argv.push(std::ptr::null_mut());
+        // SAFETY: h is open; argv is a NULL-terminated list of C strings.
+        let rc = unsafe { crate::connect::nbd_connect_command(h, argv.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        let s1 = stats(h);
+        // The handshake: options out, the greeting (at least) in, and more
+        // bytes than messages each way.
+        assert!(
+            s1.chunks_sent > 0 && s1.bytes_sent > s1.chunks_sent,
+            "{s1:?}"
+        );
+        assert!(
+            s1.chunks_received > 0 && s1.bytes_received > s1.chunks_received,
+            "{s1:?}"
+        );
+
+        // A write: one request with its 64 KiB out, one reply in.
+        let data = vec![9u8; 65536];
+        // SAFETY: h is open; data is readable for its length.
+        let rc = unsafe { super::nbd_pwrite(h, data.as_ptr().cast(), data.len(), 0, 0) };
+        assert_eq!(rc, 0);
+        let s2 = stats(h);
+        assert!(s2.bytes_sent >= s1.bytes_sent + 65536 + 28, "{s1:?} {s2:?}");
+        assert_eq!(s2.chunks_sent, s1.chunks_sent + 1);
+        assert_eq!(s2.chunks_received, s1.chunks_received + 1);
+        assert!(s2.bytes_received >= s1.bytes_received + 16);
+
+        // A read: its data comes in.
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: h is open; buf is writable for its length.
+        let rc = unsafe { super::nbd_pread(h, buf.as_mut_ptr().cast(), buf.len(), 0, 0) };
+        assert_eq!(rc, 0);
+        assert_eq!(buf, data[..4096]);
+        let s3 = stats(h);
+        assert_eq!(s3.chunks_sent, s2.chunks_sent + 1);
+        assert!(s3.chunks_received > s2.chunks_received);
+        assert!(s3.bytes_received >= s2.bytes_received + 4096 + 16);
+
+        // A flush: one header out (28 or 32 bytes), one reply in.
+        // SAFETY: h is open.
+        assert_eq!(unsafe { super::nbd_flush(h, 0) }, 0);
+        let s4 = stats(h);
+        assert!(
+            [28, 32].contains(&(s4.bytes_sent - s3.bytes_sent)),
+            "{s4:?}"
+        );
+        assert_eq!(s4.chunks_sent, s3.chunks_sent + 1);
+        assert_eq!(s4.chunks_received, s3.chunks_received + 1);
+
+        // NBD_CMD_DISC counts as sent; the counters outlive the connection.
+        // SAFETY: h is open.
+        assert_eq!(unsafe { super::nbd_shutdown(h, 0) }, 0);
+        let s5 = stats(h);
+        assert_eq!(s5.chunks_sent, s4.chunks_sent + 1);
+        assert!(s5.bytes_sent > s4.bytes_sent);
+        // SAFETY: h is open; closed once.
+        unsafe { crate::handle::nbd_close(h) };
+    }
+}

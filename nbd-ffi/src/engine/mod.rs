@@ -120,7 +120,7 @@ pub(crate) struct Stats {
 /// What a 32-bit extent callback gets for a length above 32 bits: the
 /// largest multiple of 64 MiB that fits (libnbd's value); later extents
 /// of that reply are left out.
-pub(crate) const TRUNCATED_EXTENT: u32 = u32::MAX & !(64 * 1024 * 1024 - 1);
+pub(crate) const TRUNCATED_EXTENT: u32 = !(64 * 1024 * 1024 - 1);
 
 /// Narrows 64-bit extents for a 32-bit `nbd_extent_callback`, as libnbd
 /// does: a length above 32 bits becomes [`TRUNCATED_EXTENT`] and ends the

@@ -482,7 +482,7 @@ pub unsafe extern "C" fn nbd_block_status_filter(
                 [
                     format!("count={count}"),
                     format!("offset={offset}"),
-                    format!("contexts=<list>"),
+                    "contexts=<list>".to_string(),
                     "extent64=<fn>".to_string(),
                     format!("flags=0x{flags:x}"),
                 ]
