@@ -138,8 +138,8 @@ impl HandleInner {
 
     /// The ids of the named contexts, for a filtered block status: it
     /// needs extended headers (`ENOTSUP`), the server's support under
-    /// `LIBNBD_STRICT_COMMANDS` (`ENOTSUP`), and names that were
-    /// negotiated (`EINVAL`).
+    /// `LIBNBD_STRICT_COMMANDS` (`EINVAL`), and names that were negotiated
+    /// (`EINVAL`), as in libnbd.
     fn context_ids(&self, names: &[String]) -> Result<Vec<u32>, Error> {
         let c = self.engine.client().ok_or(Error::Engine {
             errno: libc::ENOTCONN,
@@ -154,12 +154,11 @@ impl HandleInner {
         if self.commands.strict_mode & LIBNBD_STRICT_COMMANDS != 0
             && !c.export().has(tf::BLOCK_STAT_PAYLOAD)
         {
-            return Err(Error::Engine {
-                errno: libc::ENOTSUP,
-                message: "server does not support filtering block status (see \
-                          nbd_can_block_status_payload)"
+            return Err(Error::Invalid(
+                "server does not support the block status payload flag (see \
+                 nbd_can_block_status_payload)"
                     .into(),
-            });
+            ));
         }
         names
             .iter()
