@@ -105,7 +105,7 @@ pub(crate) trait OptHooks: Send {
 /// them (before TLS encryption), and protocol messages (options and
 /// requests sent; the greeting, simple replies and reply chunks received).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[allow(dead_code)] // Read by the handle family's nbd_stats_* rows.
+#[allow(dead_code)] // Read by the nbd_stats_* rows of api/stats.api.
 pub(crate) struct Stats {
     /// Bytes sent.
     pub(crate) bytes_sent: u64,
@@ -317,7 +317,7 @@ impl Engine {
     }
 
     /// The traffic so far (`nbd_stats_*`).
-    #[allow(dead_code)] // Read by the handle family's nbd_stats_* rows.
+    #[allow(dead_code)] // Read by the nbd_stats_* rows of api/stats.api.
     pub(crate) fn stats(&self) -> Stats {
         let (chunks_sent, chunks_received) = self
             .client
