@@ -106,7 +106,7 @@ pub(crate) fn aio_pread_structured(
         chunk: Some(chunk_callback),
         ..completing(completion_callback)
     };
-    cookie(inner.issue(Op::Read(buf.raw()), offset, flags, cbs))
+    cookie(inner.issue(Op::ReadStructured(buf.raw()), offset, flags, cbs))
 }
 
 /// `nbd_aio_pwrite`.

@@ -50,8 +50,10 @@ impl Default for CommandSettings {
 
 /// A data command and what it needs.
 pub(crate) enum Op {
-    /// Read into the caller's buffer.
+    /// Read into the caller's buffer (`nbd_pread`: no flags).
     Read(RawBuf),
+    /// Read with a chunk callback (`nbd_pread_structured`: DF allowed).
+    ReadStructured(RawBuf),
     /// Write from the caller's buffer.
     Write(RawBuf),
     /// Flush.
@@ -73,7 +75,8 @@ impl Op {
     /// `EINVAL` under `LIBNBD_STRICT_FLAGS`.
     fn permitted_flags(&self) -> u32 {
         match self {
-            Op::Read(_) => LIBNBD_CMD_FLAG_DF,
+            Op::Read(_) => 0,
+            Op::ReadStructured(_) => LIBNBD_CMD_FLAG_DF,
             Op::Write(_) => LIBNBD_CMD_FLAG_FUA | LIBNBD_CMD_FLAG_PAYLOAD_LEN,
             Op::Flush | Op::Cache(_) => 0,
             Op::Trim(_) => LIBNBD_CMD_FLAG_FUA,
@@ -201,7 +204,7 @@ impl HandleInner {
         let hooks = callbacks.boxed();
         let simple = |kind, len| Command::new(kind, offset, len).with_flags(f);
         let cmd = match op {
-            Op::Read(buf) => {
+            Op::Read(buf) | Op::ReadStructured(buf) => {
                 let cmd = simple(CommandKind::Read, buf.len as u64);
                 return Ok(self.engine.submit(cmd, Some(buf), None, hooks)?);
             }
@@ -313,7 +316,7 @@ pub(crate) fn pread_structured(
         chunk: Some(chunk_callback),
         ..CmdCallbacks::default()
     };
-    inner.run(Op::Read(buf.raw()), offset, flags, cbs)
+    inner.run(Op::ReadStructured(buf.raw()), offset, flags, cbs)
 }
 
 /// `nbd_pwrite`.

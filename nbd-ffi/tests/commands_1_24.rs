@@ -572,6 +572,28 @@ fn qemu_payload_len_flag_and_strict_auto_flag() {
         "beyond 16 bits: always wrong"
     );
     failed_with(libc::EINVAL, "flags");
+    // DF belongs to nbd_pread_structured, not to nbd_pread.
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: open handle; buf writable for its length.
+    let rc = unsafe {
+        nbd_ffi::commands::nbd_pread(h.0, buf.as_mut_ptr().cast(), 4096, 0, LIBNBD_CMD_FLAG_DF)
+    };
+    assert_eq!(rc, -1);
+    failed_with(libc::EINVAL, "flags");
+    let chunks = evil::Probe::new();
+    // SAFETY: as above; the probe is immortal.
+    let rc = unsafe {
+        nbd_ffi::commands::nbd_pread_structured(
+            h.0,
+            buf.as_mut_ptr().cast(),
+            4096,
+            0,
+            chunks.chunk(),
+            LIBNBD_CMD_FLAG_DF,
+        )
+    };
+    assert_eq!(rc, 0, "{:?}", last_error());
+    assert_eq!(buf, data);
 
     // AUTO_FLAG off: the caller must get it right.
     h.set_strict(LIBNBD_STRICT_MASK & !LIBNBD_STRICT_AUTO_FLAG);
