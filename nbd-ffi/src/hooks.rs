@@ -5,7 +5,8 @@
 //! exactly once.
 
 use crate::callbacks::{
-    ChunkCallback, CompletionCallback, ContextCallback, ExtentCallback, ListCallback, Owned,
+    ChunkCallback, CompletionCallback, ContextCallback, Extent64Callback, ExtentCallback,
+    ListCallback, NbdExtent, Owned,
 };
 use crate::engine::{CommandHooks, OptHooks};
 use std::ffi::{c_int, CString};
@@ -17,6 +18,9 @@ pub(crate) struct CmdCallbacks {
     pub(crate) chunk: Option<Owned<ChunkCallback>>,
     /// `nbd_aio_block_status`'s extent callback.
     pub(crate) extent: Option<Owned<ExtentCallback>>,
+    /// The 64-bit extent callback of `nbd_aio_block_status_64` and
+    /// `nbd_aio_block_status_filter`.
+    pub(crate) extent64: Option<Owned<Extent64Callback>>,
     /// The completion callback of every `nbd_aio_*` command.
     pub(crate) completion: Option<Owned<CompletionCallback>>,
 }
@@ -24,7 +28,11 @@ pub(crate) struct CmdCallbacks {
 impl CmdCallbacks {
     /// Boxes the callbacks for the engine, or `None` when there are none.
     pub(crate) fn boxed(self) -> Option<Box<dyn CommandHooks>> {
-        if self.chunk.is_none() && self.extent.is_none() && self.completion.is_none() {
+        if self.chunk.is_none()
+            && self.extent.is_none()
+            && self.extent64.is_none()
+            && self.completion.is_none()
+        {
             None
         } else {
             Some(Box::new(self))
@@ -33,6 +41,36 @@ impl CmdCallbacks {
 }
 
 impl CommandHooks for CmdCallbacks {
+    fn wide(&self) -> bool {
+        self.extent64.is_some()
+    }
+
+    fn extent64(
+        &mut self,
+        context: &CString,
+        offset: u64,
+        entries: &mut [NbdExtent],
+        error: &mut i32,
+    ) -> i32 {
+        let Some(cb) = &self.extent64 else { return 0 };
+        let raw = cb.raw();
+        match raw.callback {
+            // SAFETY: Owned's contract makes the callback callable with its
+            // user_data; entries and context outlive the call.
+            Some(f) => unsafe {
+                f(
+                    raw.user_data,
+                    context.as_ptr(),
+                    offset,
+                    entries.as_mut_ptr(),
+                    entries.len(),
+                    error as *mut c_int,
+                )
+            },
+            None => 0,
+        }
+    }
+
     fn chunk(
         &mut self,
         subbuf: *const u8,

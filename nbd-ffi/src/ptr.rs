@@ -90,7 +90,6 @@ pub(crate) fn protocol_string<'a>(s: &'a CStr, what: &'static str) -> Result<&'a
 ///
 /// `list` must be NULL or point to an array of pointers ending with NULL,
 /// each entry a NUL-terminated string, all valid for `'a`.
-#[allow(dead_code)] // used by the table's `strings` arguments
 pub(crate) unsafe fn string_list<'a>(
     list: *const *mut c_char,
     param: &'static str,
@@ -112,7 +111,6 @@ pub(crate) unsafe fn string_list<'a>(
 
 /// A socket address copied from the caller (`nbd_aio_connect`).
 #[derive(Clone, Copy)]
-#[allow(dead_code)] // used by the table's `sockaddr` arguments
 pub(crate) struct SockAddr {
     /// The address bytes, in storage large enough for any family.
     pub(crate) storage: libc::sockaddr_storage,
@@ -135,7 +133,6 @@ impl std::fmt::Debug for SockAddr {
 /// # Safety
 ///
 /// `addr` must be NULL or point to `addrlen` readable bytes.
-#[allow(dead_code)] // used by the table's `sockaddr` arguments
 pub(crate) unsafe fn sockaddr(
     addr: *const libc::sockaddr,
     addrlen: libc::socklen_t,

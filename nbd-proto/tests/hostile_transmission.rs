@@ -1578,7 +1578,7 @@ fn strict_flags_refuses_flags_not_valid_for_the_command() {
 }
 
 #[test]
-fn payload_len_flag_is_always_refused() {
+fn payload_len_flag_is_refused_but_on_writes_with_extended_headers() {
     for mode in MODES {
         for s in [strict::ALL, 0] {
             let (mut c, _) = strict_client(mode, s, go_ok(SIZE, FLAGS));
@@ -1590,9 +1590,19 @@ fn payload_len_flag_is_always_refused() {
             );
             refused(
                 &mut c,
-                write_cmd(0, 512).with_flags(f),
+                cmd(CommandKind::BlockStatus, 0, 512).with_flags(f),
                 &SubmitError::BadFlags(f),
             );
+            if mode == Mode::Extended {
+                // The header's length is the payload's anyway: harmless.
+                accepted(&mut c, write_cmd(0, 512).with_flags(f));
+            } else {
+                refused(
+                    &mut c,
+                    write_cmd(0, 512).with_flags(f),
+                    &SubmitError::BadFlags(f),
+                );
+            }
         }
     }
 }
@@ -1883,4 +1893,133 @@ fn eof_after_disconnect_fails_pending_commands_once_and_closes() {
             "input after close is ignored"
         );
     }
+}
+
+// ----- block status with a context list (NBD_CMD_FLAG_PAYLOAD_LEN) -----
+
+/// The second context of [`two_contexts`].
+const CTX2: u32 = 9;
+
+/// An extended-headers client that negotiated `base:allocation` (CTX) and
+/// `qemu:dirty-bitmap:b` (CTX2).
+fn two_contexts() -> (Client, Harness) {
+    use nbd_proto::consts::{handshake_flags, opt};
+    use nbd_proto::wire::option::{MetaContext, OptionReply};
+    let cfg = Config {
+        request_meta_contexts: vec!["base:allocation".into(), "qemu:dirty-bitmap:b".into()],
+        ..config(Mode::Extended)
+    };
+    let mut s = greeting(handshake_flags::FIXED_NEWSTYLE | handshake_flags::NO_ZEROES);
+    s.extend(ack(opt::EXTENDED_HEADERS));
+    for (id, name) in [(CTX, "base:allocation"), (CTX2, "qemu:dirty-bitmap:b")] {
+        s.extend(opt_reply(
+            opt::SET_META_CONTEXT,
+            &OptionReply::MetaContext(MetaContext {
+                id,
+                name: name.into(),
+            }),
+        ));
+    }
+    s.extend(ack(opt::SET_META_CONTEXT));
+    s.extend(go_ok(SIZE, FLAGS | tf::BLOCK_STAT_PAYLOAD));
+    let (c, h) = ready_with(cfg, &s);
+    assert_eq!(c.meta_contexts().len(), 2);
+    (c, h)
+}
+
+fn filtered(off: u64, len: u64, ids: Vec<u32>) -> Command {
+    let mut c = Command::new(CommandKind::BlockStatus, off, len);
+    c.payload = Payload::Contexts(ids);
+    c
+}
+
+#[test]
+fn context_list_goes_out_as_the_payload_with_payload_len() {
+    use nbd_proto::wire::request::{BlockStatusPayload, RequestHeader};
+    let (mut c, mut h) = two_contexts();
+    let cookie = c
+        .submit(filtered(4096, 8192, vec![CTX2]).with_flags(cmd_flags::REQ_ONE))
+        .unwrap();
+    let out = drain(&mut c);
+    let header = RequestHeader::decode(&out[..32], true).unwrap();
+    assert_eq!(header.flags, cmd_flags::REQ_ONE | cmd_flags::PAYLOAD_LEN);
+    assert_eq!(header.command, nbd_proto::consts::cmd::BLOCK_STATUS);
+    assert_eq!(header.offset, 4096);
+    assert_eq!(header.length, 12, "the header carries the payload's length");
+    assert_eq!(
+        BlockStatusPayload::decode(&out[32..]).unwrap(),
+        BlockStatusPayload {
+            length: 8192,
+            ids: vec![CTX2]
+        }
+    );
+    // Only the context asked for is due; its extents are checked against
+    // the range (8192 bytes at 4096), not against the payload's length.
+    let mut s = status_chunk(Mode::Extended, false, cookie, 4096, CTX2, &[(8192, 1)]);
+    s.extend(none_chunk(Mode::Extended, cookie, 4096));
+    h.feed(&mut c, &s);
+    assert_eq!(result_of(&h, cookie), Ok(()));
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        Event::Extents { cookie: k, context_id: CTX2, .. } if *k == cookie
+    )));
+}
+
+#[test]
+fn context_list_reply_missing_a_wanted_context_fails_the_command() {
+    let (mut c, mut h) = two_contexts();
+    let cookie = c.submit(filtered(0, 4096, vec![CTX, CTX2])).unwrap();
+    drain(&mut c);
+    let mut s = status_chunk(Mode::Extended, false, cookie, 0, CTX, &[(4096, 0)]);
+    s.extend(none_chunk(Mode::Extended, cookie, 0));
+    h.feed(&mut c, &s);
+    assert_eq!(result_of(&h, cookie), Err(errno::EPROTO));
+    assert_alive(&c, &h);
+}
+
+#[test]
+fn context_list_needs_extended_headers_and_block_status() {
+    for mode in [Mode::Simple, Mode::Structured] {
+        let (mut c, _) = ready(mode);
+        refused(
+            &mut c,
+            filtered(0, 512, vec![CTX]),
+            &SubmitError::NotSupported("a block status context list without extended headers"),
+        );
+    }
+    let (mut c, _) = ready(Mode::Extended);
+    let mut w = write_cmd(0, 512);
+    w.payload = Payload::Contexts(vec![CTX]);
+    refused(
+        &mut c,
+        w,
+        &SubmitError::Invalid("write with a context list"),
+    );
+}
+
+#[test]
+fn chunk_counters_follow_messages_not_bytes() {
+    let mut c = Client::new(config(Mode::Structured));
+    let mut h = Harness::default();
+    assert_eq!((c.chunks_sent(), c.chunks_received()), (0, 0));
+    h.feed(&mut c, &handshake(Mode::Structured));
+    drain(&mut c);
+    assert_eq!(c.state(), State::Ready);
+    // STRUCTURED_REPLY, SET_META_CONTEXT and GO went out; of what came
+    // back only the greeting counts (option replies do not, as in libnbd).
+    assert_eq!(c.chunks_sent(), 3);
+    assert_eq!(c.chunks_received(), 1);
+    let f = flush(&mut c);
+    let r = h.read(&mut c, 0, 1024);
+    assert_eq!(c.chunks_sent(), 5);
+    let mut s = simple(f, 0);
+    s.extend(data_chunk(Mode::Structured, false, r, 0, 0, &[1; 512]));
+    s.extend(data_chunk(Mode::Structured, true, r, 0, 512, &[2; 512]));
+    h.feed(&mut c, &s);
+    assert_eq!(c.chunks_received(), 4);
+    // A request withdrawn before it went out is not counted.
+    let _ = flush(&mut c);
+    assert_eq!(c.chunks_sent(), 6);
+    assert_eq!(c.abandon_unsent(), 1);
+    assert_eq!(c.chunks_sent(), 5);
 }

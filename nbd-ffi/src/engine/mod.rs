@@ -19,6 +19,7 @@ mod size;
 pub(crate) mod tls;
 pub(crate) mod transport;
 
+use crate::callbacks::NbdExtent;
 use cookie_hash::CookieHashMap;
 use nbd_proto::client::{
     errno, ChunkKind, Client, Command, CommandKind, Config, Event, Payload, RecvTarget, Segment,
@@ -54,6 +55,21 @@ pub(crate) trait CommandHooks: Send {
     ) -> i32 {
         0
     }
+    /// Whether the extents go to [`CommandHooks::extent64`] (64-bit
+    /// entries) rather than [`CommandHooks::extent`].
+    fn wide(&self) -> bool {
+        false
+    }
+    /// Extents for one context, 64-bit (`nbd_extent64_callback`).
+    fn extent64(
+        &mut self,
+        _context: &CString,
+        _offset: u64,
+        _entries: &mut [NbdExtent],
+        _error: &mut i32,
+    ) -> i32 {
+        0
+    }
     /// Extents for one context, as (length, flags) pairs.
     fn extent(
         &mut self,
@@ -84,6 +100,56 @@ pub(crate) trait OptHooks: Send {
     fn complete(&mut self, _error: &mut i32) -> i32 {
         0
     }
+}
+
+/// The traffic counters of `nbd_stats_*`: bytes as the NBD protocol sees
+/// them (before TLS encryption), and protocol messages (options and
+/// requests sent; the greeting, simple replies and reply chunks received).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Stats {
+    /// Bytes sent.
+    pub(crate) bytes_sent: u64,
+    /// Options and requests sent.
+    pub(crate) chunks_sent: u64,
+    /// Bytes received.
+    pub(crate) bytes_received: u64,
+    /// Messages received.
+    pub(crate) chunks_received: u64,
+}
+
+/// What a 32-bit extent callback gets for a length above 32 bits: the
+/// largest multiple of 64 MiB that fits (libnbd's value); later extents
+/// of that reply are left out.
+pub(crate) const TRUNCATED_EXTENT: u32 = !(64 * 1024 * 1024 - 1);
+
+/// Narrows 64-bit extents for a 32-bit `nbd_extent_callback`, as libnbd
+/// does: a length above 32 bits becomes [`TRUNCATED_EXTENT`] and ends the
+/// list; flags above 32 bits end the list before that extent, unless it is
+/// the first, which is then passed with flags 0 and the second value is
+/// true (the command fails with `EOVERFLOW`).
+pub(crate) fn narrow_extents(extents: &[nbd_proto::wire::reply::Extent]) -> (Vec<u32>, bool) {
+    let mut entries = Vec::with_capacity(extents.len() * 2);
+    let mut overflow = false;
+    for (i, e) in extents.iter().enumerate() {
+        let (length, truncated) = match u32::try_from(e.length) {
+            Ok(l) => (l, false),
+            Err(_) => (TRUNCATED_EXTENT, true),
+        };
+        let flags = match u32::try_from(e.flags) {
+            Ok(f) => f,
+            Err(_) if i == 0 => {
+                overflow = true;
+                entries.extend([length, 0]);
+                break;
+            }
+            Err(_) => break,
+        };
+        entries.extend([length, flags]);
+        if truncated {
+            break;
+        }
+    }
+    (entries, overflow)
 }
 
 /// A caller's buffer, valid until the command completes (libnbd's contract).
@@ -200,6 +266,10 @@ pub(crate) struct Engine {
     /// The handle is being closed: callbacks are released, not called
     /// (libnbd: the status of unretired commands is lost on close).
     closing: bool,
+    /// Protocol bytes sent (before TLS), for `nbd_stats_bytes_sent`.
+    bytes_sent: u64,
+    /// Protocol bytes received (after TLS), for `nbd_stats_bytes_received`.
+    bytes_received: u64,
 }
 
 /// Receive size for replies when no large read is in flight: many small
@@ -241,6 +311,30 @@ impl Engine {
             tls_options: None,
             tls: None,
             closing: false,
+            bytes_sent: 0,
+            bytes_received: 0,
+        }
+    }
+
+    /// The traffic so far (`nbd_stats_*`).
+    pub(crate) fn stats(&self) -> Stats {
+        let (chunks_sent, chunks_received) = self
+            .client
+            .as_ref()
+            .map_or((0, 0), |c| (c.chunks_sent(), c.chunks_received()));
+        Stats {
+            bytes_sent: self.bytes_sent,
+            chunks_sent,
+            bytes_received: self.bytes_received,
+            chunks_received,
+        }
+    }
+
+    /// Sets the client-side checks (`nbd_proto::client::strict` bits) that
+    /// the next commands go through; strict mode may change at any time.
+    pub(crate) fn set_strict(&mut self, strict: u32) {
+        if let Some(c) = self.client.as_mut() {
+            c.config_mut().strict = strict;
         }
     }
 
@@ -647,6 +741,7 @@ impl Engine {
                         match unsafe { recv(&mut self.tls, fd, dst, len) } {
                             Recv::Data(n) => {
                                 got_input = true;
+                                self.bytes_received += n as u64;
                                 // (TLS reads until OpenSSL says it needs more.)
                                 drained = n < len && self.tls.is_none();
                                 client.handle_payload(n);
@@ -689,6 +784,7 @@ impl Engine {
                         // writes at most that many.
                         match unsafe { recv(&mut self.tls, fd, self.rbuf.as_mut_ptr(), want) } {
                             Recv::Data(n) => {
+                                self.bytes_received += n as u64;
                                 // SAFETY: recv initialised the first n bytes.
                                 unsafe { self.rbuf.set_len(n) };
                                 self.rend = n;
@@ -848,7 +944,10 @@ impl Engine {
                         unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) };
                 }
                 match t.send(&slices[..n]) {
-                    Ok(Some(k)) => client.advance_transmit(k),
+                    Ok(Some(k)) => {
+                        self.bytes_sent += k as u64;
+                        client.advance_transmit(k);
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         client.handle_io_error(format!("send: {e}"));
@@ -874,6 +973,7 @@ impl Engine {
                     }
                 }
             }
+            self.bytes_sent += r as u64;
             client.advance_transmit(r as usize);
             if (r as usize) < offered {
                 // A short send filled the socket buffer: another call now
@@ -897,6 +997,12 @@ impl Engine {
     /// Waits up to `timeout_ms` (-1: forever) for the socket, then does the
     /// I/O it is ready for. Returns `Ok(true)` if anything happened.
     pub(crate) fn poll(&mut self, timeout_ms: i32) -> Result<bool, EngineError> {
+        self.poll2(-1, timeout_ms)
+    }
+
+    /// [`Engine::poll`] that also wakes when `extra` (if not negative) is
+    /// readable (`nbd_poll2`); that counts as something having happened.
+    pub(crate) fn poll2(&mut self, extra: RawFd, timeout_ms: i32) -> Result<bool, EngineError> {
         let Some(fd) = self.fd() else {
             return Err(EngineError::new(
                 libc::ENOTCONN,
@@ -919,13 +1025,23 @@ impl Engine {
         if dir & DIRECTION_WRITE != 0 {
             events |= libc::POLLOUT;
         }
-        let mut pfd = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        // poll(2) skips an entry whose descriptor is negative.
+        let mut pfds = [
+            libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: extra,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let nfds = if extra >= 0 { 2 } else { 1 };
+        // SAFETY: nfds valid pollfd entries.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), nfds, timeout_ms) };
+        let pfd = pfds[0];
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -1044,36 +1160,35 @@ impl Engine {
                 let Some(cmd) = self.cmds.get_mut(&cookie) else {
                     return;
                 };
-                // The C API has 32-bit lengths and flags.
-                let mut entries = Vec::with_capacity(extents.len() * 2);
-                let mut overflow = false;
-                for e in &extents {
-                    if e.flags > u64::from(u32::MAX) {
-                        overflow = true;
-                        break;
-                    }
-                    if e.length > u64::from(u32::MAX) {
-                        // Truncate: a block status reply may end early.
-                        entries.push(!511u32);
-                        entries.push(e.flags as u32);
-                        break;
-                    }
-                    entries.push(e.length as u32);
-                    entries.push(e.flags as u32);
-                }
-                if overflow {
-                    if cmd.error == 0 {
-                        cmd.error = libc::EOVERFLOW;
-                        cmd.message = Some("block status flags do not fit in 32 bits".into());
-                    }
+                let offset = cmd.offset;
+                let Some(h) = cmd.hooks.as_mut() else { return };
+                let Ok(cname) = CString::new(name) else {
+                    return;
+                };
+                if h.wide() {
+                    let mut entries: Vec<NbdExtent> = extents
+                        .iter()
+                        .map(|e| NbdExtent {
+                            length: e.length,
+                            flags: e.flags,
+                        })
+                        .collect();
+                    let mut err = cmd.error;
+                    let r = h.extent64(&cname, offset, &mut entries, &mut err);
+                    cmd.callback_returned(r, err);
                     return;
                 }
-                let offset = cmd.offset;
-                if let (Some(h), Ok(cname)) = (cmd.hooks.as_mut(), CString::new(name)) {
-                    let mut err = cmd.error;
-                    let r = h.extent(&cname, offset, &mut entries, &mut err);
-                    cmd.callback_returned(r, err);
+                // The 32-bit callback: lengths and flags narrowed as libnbd does.
+                let (mut entries, overflow) = narrow_extents(&extents);
+                if overflow && cmd.error == 0 {
+                    cmd.error = libc::EOVERFLOW;
+                    cmd.message = Some(
+                        "block status flags do not fit in 32 bits (use nbd_block_status_64)".into(),
+                    );
                 }
+                let mut err = cmd.error;
+                let r = h.extent(&cname, offset, &mut entries, &mut err);
+                cmd.callback_returned(r, err);
             }
             Event::Complete { cookie, result } => {
                 let Some(mut cmd) = self.cmds.remove(&cookie) else {

@@ -6,12 +6,16 @@
 //! the family module that implements it. Exports marked `manual` in the table
 //! are written by hand in their modules.
 
+pub mod aio;
+pub mod commands;
 pub mod connect;
 pub mod debug;
 pub mod handle;
 pub mod have;
+pub mod info;
 pub mod negotiation;
 pub mod opt;
 pub mod state;
+pub mod stats;
 pub mod tls;
 pub mod uri;

@@ -28,7 +28,7 @@ use nbd_proto::consts::{cmd, handshake_flags, rep, transmission_flags as tf};
 use nbd_proto::server::{Phase, ServerCodec, ServerEvent};
 use nbd_proto::wire::option::{Info, MetaContext, OptionReply, OptionRequest, ServerEntry};
 use nbd_proto::wire::reply::{BlockStatus, ChunkHeader, ErrorChunk, Extent};
-use nbd_proto::wire::request::RequestHeader;
+use nbd_proto::wire::request::{BlockStatusPayload, RequestHeader};
 use openssl::ssl::{ErrorCode, ShutdownState, Ssl, SslContextBuilder, SslMethod, SslStream};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::io::{ErrorKind, Read, Write};
@@ -580,8 +580,18 @@ impl Evil {
                 self.reply_data(r, &data);
             }
             cmd::BLOCK_STATUS => {
-                for (id, _) in self.ex.contexts.clone() {
-                    self.reply_extents(r, id, &[(r.len(), 0)], false);
+                // A context list (NBD_CMD_FLAG_PAYLOAD_LEN) names the
+                // contexts and carries the range's length.
+                let list = r
+                    .payload
+                    .as_deref()
+                    .and_then(|p| BlockStatusPayload::decode(p).ok());
+                let (len, ids) = match list {
+                    Some(l) => (l.length, l.ids),
+                    None => (r.len(), self.ex.contexts.iter().map(|c| c.0).collect()),
+                };
+                for id in ids {
+                    self.reply_extents(r, id, &[(len, 0)], false);
                 }
                 self.reply_ok(r);
             }

@@ -27,7 +27,7 @@ fn allowed_flags(kind: CommandKind) -> u16 {
     use cmd_flags::*;
     match kind {
         CommandKind::Read => DF,
-        CommandKind::Write => FUA,
+        CommandKind::Write => FUA | PAYLOAD_LEN,
         CommandKind::Flush => 0,
         CommandKind::Trim => FUA,
         CommandKind::Cache => 0,
@@ -58,8 +58,22 @@ impl Client {
         let export = &self.export;
 
         // Rules that are never optional: they keep the wire well-formed.
-        if c.flags & cmd_flags::PAYLOAD_LEN != 0 {
+        // NBD_CMD_FLAG_PAYLOAD_LEN only where the header's length is the
+        // payload's: a WRITE with extended headers (where it changes
+        // nothing), and a context list, for which `submit` sets it.
+        if c.flags & cmd_flags::PAYLOAD_LEN != 0 && !(c.kind == CommandKind::Write && self.extended)
+        {
             return Err(SubmitError::BadFlags(c.flags));
+        }
+        if let Payload::Contexts(ids) = &c.payload {
+            if !self.extended {
+                return Err(SubmitError::NotSupported(
+                    "a block status context list without extended headers",
+                ));
+            }
+            if 8 + 4 * ids.len() as u64 > limits::MAX_REQUEST_PAYLOAD {
+                return Err(SubmitError::TooLarge);
+            }
         }
         if !self.extended && c.length > u64::from(u32::MAX) {
             return Err(SubmitError::TooLarge);
@@ -71,8 +85,11 @@ impl Client {
             (CommandKind::Write, Payload::None) => {
                 return Err(SubmitError::Invalid("write without payload"))
             }
+            (CommandKind::Write, Payload::Contexts(_)) => {
+                return Err(SubmitError::Invalid("write with a context list"))
+            }
             (CommandKind::Write, _) => {}
-            (_, Payload::None) => {}
+            (_, Payload::None) | (CommandKind::BlockStatus, Payload::Contexts(_)) => {}
             _ => {
                 return Err(SubmitError::Invalid(
                     "payload on a command other than write",

@@ -132,7 +132,8 @@ impl Default for Config {
 /// What is known about the export.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExportInfo {
-    /// Size in bytes (at most `i64::MAX`).
+    /// Size in bytes, as the server announced it (it may exceed `i64::MAX`,
+    /// which a C API returning `int64_t` has to report as an overflow).
     pub size: u64,
     /// Transmission flags.
     pub flags: u16,
@@ -232,6 +233,11 @@ pub enum Payload {
     Owned(Bytes),
     /// The driver holds the bytes; they appear as [`Segment::External`].
     External,
+    /// BLOCK_STATUS only, with extended headers: report just these metadata
+    /// context ids (see [`Client::meta_contexts`]). The client sends them as
+    /// the request's payload with `NBD_CMD_FLAG_PAYLOAD_LEN`; the command's
+    /// `length` stays the length of the range to query.
+    Contexts(Vec<u32>),
 }
 
 /// A command to submit.
@@ -420,6 +426,9 @@ pub struct Client {
     next_cookie: u64,
     disconnect_sent: bool,
     want_read: bool,
+    // Statistics.
+    chunks_sent: u64,
+    chunks_received: u64,
 }
 
 impl Client {
@@ -456,6 +465,8 @@ impl Client {
             next_cookie: 1,
             disconnect_sent: false,
             want_read: true,
+            chunks_sent: 0,
+            chunks_received: 0,
         };
         c.update_direction();
         c
@@ -594,6 +605,21 @@ impl Client {
     /// The id of a selected metadata context.
     pub fn meta_context_id(&self, name: &str) -> Option<u32> {
         self.contexts.iter().find(|c| c.name == name).map(|c| c.id)
+    }
+
+    /// Protocol messages queued for the server so far: options (the
+    /// client flags excluded) and transmission requests, `NBD_CMD_DISC`
+    /// included (libnbd's `nbd_stats_chunks_sent`). Requests withdrawn by
+    /// [`Client::abandon_unsent`] are not counted.
+    pub fn chunks_sent(&self) -> u64 {
+        self.chunks_sent
+    }
+
+    /// Protocol messages received so far: the greeting, then every simple
+    /// reply and every structured or extended reply chunk (libnbd's
+    /// `nbd_stats_chunks_received`, which leaves option replies out).
+    pub fn chunks_received(&self) -> u64 {
+        self.chunks_received
     }
 
     /// Commands submitted and not yet completed.

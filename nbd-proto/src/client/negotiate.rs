@@ -116,6 +116,7 @@ impl Client {
 
     fn on_greeting(&mut self, kind: GreetingKind, msg: &[u8]) -> Result<(), ProtocolError> {
         self.greeting = Some(kind);
+        self.chunks_received += 1;
         match kind {
             GreetingKind::Oldstyle => {
                 let g = OldstyleGreeting::decode(msg)?;
@@ -250,6 +251,7 @@ impl Client {
                     }
                 }
                 Step::ExportName => {
+                    self.chunks_sent += 1;
                     self.tx.push_with(|b| {
                         OptionRequest::ExportName(self.config.export_name.clone()).encode(b)
                     });
@@ -273,6 +275,7 @@ impl Client {
     }
 
     fn send_option(&mut self, req: OptionRequest) {
+        self.chunks_sent += 1;
         self.tx.push_with(|b| req.encode(b));
         self.current = Some(Pending {
             option: req.code(),
@@ -511,12 +514,8 @@ impl Client {
     }
 
     fn set_export(&mut self, size: u64, flags: u16) -> Result<(), ProtocolError> {
-        if size > i64::MAX as u64 {
-            return Err(ProtocolError::Wire(crate::wire::WireError::BadValue {
-                what: "export size",
-                value: size,
-            }));
-        }
+        // A size above INT64_MAX is kept as announced: libnbd connects and
+        // lets nbd_get_size report EOVERFLOW.
         self.export.size = size;
         self.export.flags = flags;
         self.got_export_info = true;

@@ -11,7 +11,7 @@ use crate::consts::{self, cmd_flags, limits, reply_type, size};
 use crate::wire::reply::{
     chunk_name, BlockStatus, ChunkHeader, ErrorChunk, OffsetHole, ReplyHeader,
 };
-use crate::wire::request::RequestHeader;
+use crate::wire::request::{BlockStatusPayload, RequestHeader};
 use alloc::format;
 use alloc::vec::Vec;
 
@@ -29,6 +29,9 @@ pub(super) struct InFlight {
     simple_data: bool,
     /// BLOCK_STATUS: the contexts that got extents.
     contexts_seen: Vec<u32>,
+    /// BLOCK_STATUS with a context list: the ids asked for (empty: every
+    /// negotiated context).
+    contexts_wanted: Vec<u32>,
     /// Stream position of the request's first byte.
     tx_start: u64,
 }
@@ -85,24 +88,50 @@ impl Client {
         } else {
             (c.offset, c.length)
         };
+        // A context list travels as the payload: the header then carries
+        // the payload's length, and the range's length is inside it.
+        let filter = match &c.payload {
+            Payload::Contexts(ids) => Some(BlockStatusPayload {
+                length,
+                ids: ids.clone(),
+            }),
+            _ => None,
+        };
         let header = RequestHeader {
-            flags: c.flags,
+            flags: if filter.is_some() {
+                c.flags | cmd_flags::PAYLOAD_LEN
+            } else {
+                c.flags
+            },
             command: c.kind.code(),
             cookie,
             offset,
-            length,
+            length: filter.as_ref().map_or(length, |f| f.encoded_len() as u64),
         };
         let (bytes, n) = header
             .to_array(self.extended)
             .map_err(|_| SubmitError::TooLarge)?;
         self.next_cookie += 1;
+        self.chunks_sent += 1;
         let tx_start = self.tx.end_position();
-        self.tx.push_with(|b| b.extend_from_slice(&bytes[..n]));
-        match c.payload {
-            Payload::Owned(data) => self.tx.push_owned(data),
-            Payload::External => self.tx.push_external(cookie, length as usize),
-            Payload::None => {}
-        }
+        self.tx.push_with(|b| {
+            b.extend_from_slice(&bytes[..n]);
+            if let Some(f) = &filter {
+                f.encode(b);
+            }
+        });
+        let contexts_wanted = match c.payload {
+            Payload::Owned(data) => {
+                self.tx.push_owned(data);
+                Vec::new()
+            }
+            Payload::External => {
+                self.tx.push_external(cookie, length as usize);
+                Vec::new()
+            }
+            Payload::Contexts(ids) => ids,
+            Payload::None => Vec::new(),
+        };
         if c.kind == CommandKind::Disconnect {
             self.disconnect_sent = true;
         } else {
@@ -117,6 +146,7 @@ impl Client {
                     ranges: RangeSet::default(),
                     simple_data: false,
                     contexts_seen: Vec::new(),
+                    contexts_wanted,
                     tx_start,
                 },
             );
@@ -169,6 +199,7 @@ impl Client {
             return 0;
         };
         self.tx.truncate_to(from);
+        self.chunks_sent -= unsent.len() as u64;
         for &cookie in &unsent {
             self.cmds.remove(cookie);
             self.push_event(Event::Complete {
@@ -233,10 +264,12 @@ impl Client {
                     ));
                 }
                 CommandKind::BlockStatus => {
+                    let wanted =
+                        |id: u32| c.contexts_wanted.is_empty() || c.contexts_wanted.contains(&id);
                     if let Some(m) = self
                         .contexts
                         .iter()
-                        .find(|m| !c.contexts_seen.contains(&m.id))
+                        .find(|m| wanted(m.id) && !c.contexts_seen.contains(&m.id))
                     {
                         c.fail(CommandError::proto(format!(
                             "server sent no extents for context {}",
@@ -344,6 +377,7 @@ impl Client {
             }
         }
         let header = ReplyHeader::decode(msg)?;
+        self.chunks_received += 1;
         let n = self.reply_header_len();
         self.expect(Expect::ReplyHeader, n);
         match header {

@@ -399,12 +399,6 @@ impl Info {
                 exact(12)?;
                 let size = r.u64()?;
                 let transmission_flags = r.u16()?;
-                if size > i64::MAX as u64 {
-                    return Err(WireError::BadValue {
-                        what: "export size",
-                        value: size,
-                    });
-                }
                 Ok(Info::Export {
                     size,
                     transmission_flags,
