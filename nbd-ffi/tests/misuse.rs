@@ -58,7 +58,8 @@ fn compile_misuse() -> PathBuf {
 fn misuse_from_c() {
     let exe = build_misuse();
     let out = Command::new(&exe)
-        .arg(env!("CARGO_PKG_VERSION"))
+        // nbd-ffi's build.rs: the libnbd version nbd_get_version reports.
+        .arg(env!("NBD_LIBNBD_VERSION"))
         .env_remove("LIBNBD_DEBUG")
         .output()
         .expect("run misuse");

@@ -1501,13 +1501,15 @@ fn strict_commands_refuses_writes_on_a_read_only_export() {
     };
     let (mut c, _) = strict_client(Mode::Structured, strict::ALL, go_ok(SIZE, ro));
     assert!(c.is_read_only());
+    // The export offers trim and zeroes, so all three fail as writes
+    // (EPERM, as libnbd's nbd_pwrite on a read-only export).
     for command in list() {
-        refused(
-            &mut c,
-            command,
-            &SubmitError::NotSupported("writes on a read-only export"),
-        );
+        refused(&mut c, command, &SubmitError::ReadOnly);
     }
+    assert_eq!(
+        SubmitError::ReadOnly.errno(),
+        nbd_proto::consts::errno::EPERM as i32
+    );
     accepted(&mut c, cmd(Read, 0, 512));
     let (mut c, _) = strict_client(
         Mode::Structured,

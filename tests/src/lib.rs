@@ -30,6 +30,30 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// The libnbd release whose API our library implements, as
+/// `nbd_get_version` and `libnbd.pc` report it: nbd-ffi's
+/// `[package.metadata.libnbd] version`.
+pub fn libnbd_api_version() -> String {
+    let manifest =
+        fs::read_to_string(repo_root().join("nbd-ffi/Cargo.toml")).expect("nbd-ffi/Cargo.toml");
+    let mut in_section = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_section = line == "[package.metadata.libnbd]";
+        } else if in_section {
+            if let Some(v) = line.strip_prefix("version") {
+                return v
+                    .trim()
+                    .trim_start_matches('=')
+                    .trim()
+                    .trim_matches('"')
+                    .to_string();
+            }
+        }
+    }
+    panic!("nbd-ffi/Cargo.toml lacks [package.metadata.libnbd] version")
+}
+
 /// The package name `nbd_get_package_name` reports, on libnbd and on ours
 /// alike (ours names itself in `nbd_get_version_extra`).
 pub const DEBIAN_PACKAGE_NAME: &str = "libnbd";

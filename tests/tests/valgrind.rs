@@ -238,7 +238,7 @@ fn misuse_under_memcheck() {
             .args(["-lnbd", "-lpthread"]),
     );
     assert_binary_loads(&exe, Lib::UnderTest);
-    let out = check(&exe, &[env!("CARGO_PKG_VERSION")]);
+    let out = check(&exe, &[&libnbd_api_version()]);
     let last = out.stdout.lines().last().unwrap_or_default();
     assert!(last.ends_with(" passed, 0 failed"), "{}", out.stdout);
 }

@@ -269,8 +269,11 @@ defaults (const char *version)
   CHECK (nbd_get_nr_meta_contexts (a) == 0);
   CHECK (nbd_get_private_data (a) == 0);
   CHECK (str_is (nbd_get_export_name (a), ""));
-  CHECK (strcmp (nbd_get_package_name (a), "nbd-rs") == 0);
+  /* As libnbd: the package is "libnbd", the version the libnbd release
+   * whose API is implemented; our own name is in the extra version. */
+  CHECK (strcmp (nbd_get_package_name (a), "libnbd") == 0);
   CHECK (strcmp (nbd_get_version (a), version) == 0);
+  CHECK (strncmp (nbd_get_version_extra (a), "nbd-rs ", 7) == 0);
   CHECK (nbd_aio_is_created (a) == 1);
   CHECK (nbd_aio_is_connecting (a) == 0);
   CHECK (nbd_aio_is_negotiating (a) == 0);

@@ -122,9 +122,6 @@ impl Client {
                 c.kind,
                 CommandKind::Write | CommandKind::Trim | CommandKind::WriteZeroes
             );
-            if writes && export.has(tf::READ_ONLY) {
-                return Err(SubmitError::NotSupported("writes on a read-only export"));
-            }
             match c.kind {
                 CommandKind::Flush => needs(tf::SEND_FLUSH, name(c.kind))?,
                 CommandKind::Trim => needs(tf::SEND_TRIM, name(c.kind))?,
@@ -136,6 +133,11 @@ impl Client {
                     ));
                 }
                 _ => {}
+            }
+            // After the per-command check, as libnbd does: a trim on a
+            // read-only export that offers no trim is "not supported".
+            if writes && export.has(tf::READ_ONLY) {
+                return Err(SubmitError::ReadOnly);
             }
             if c.flags & cmd_flags::FUA != 0 {
                 needs(tf::SEND_FUA, "FUA")?;

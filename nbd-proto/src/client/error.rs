@@ -190,6 +190,9 @@ pub enum SubmitError {
     /// The server did not advertise support (strict mode `COMMANDS`).
     #[error("server does not support {0}")]
     NotSupported(&'static str),
+    /// A write, trim or zero on a read-only export (strict mode `COMMANDS`).
+    #[error("server does not support write operations")]
+    ReadOnly,
     /// Flags not allowed for this command (strict mode `FLAGS`).
     #[error("invalid flags 0x{0:x} for this command")]
     BadFlags(u16),
@@ -217,6 +220,7 @@ impl SubmitError {
         match self {
             SubmitError::InvalidState(_) => errno::ENOTCONN,
             SubmitError::TooLarge => errno::ERANGE,
+            SubmitError::ReadOnly => errno::EPERM,
             SubmitError::OutOfBounds => errno::EINVAL,
             _ => errno::EINVAL,
         }
