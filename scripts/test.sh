@@ -7,9 +7,24 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
+echo "== toolchain and the declared minimum (rust-version)"
+# CI has one toolchain; rust-version names it, so the claimed minimum is the
+# one built here. A newer toolchain on a newer machine image is reported
+# (update rust-version, or build with that version too), not failed on.
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+have=$(rustc --version | awk '{print $2}')
+case $have in
+  "$msrv"|"$msrv".*) echo "rustc $have: builds the declared rust-version $msrv" ;;
+  *) echo "note: rustc $have here, rust-version says $msrv, which this run does not build" ;;
+esac
+
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+(cd fuzz && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings)
+
+echo "== docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 echo "== nbd-proto without std (no_std + alloc)"
 cargo build -p nbd-proto --no-default-features

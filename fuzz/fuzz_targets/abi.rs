@@ -284,7 +284,10 @@ fuzz_target!(|data: &[u8]| {
         let tls = tls_mode(data);
         if tls != 0 {
             assert_eq!(nbd_ffi::tls::nbd_set_tls(h, tls), 0);
-            assert_eq!(nbd_ffi::tls::nbd_set_tls_psk_file(h, psk_file().as_ptr()), 0);
+            assert_eq!(
+                nbd_ffi::tls::nbd_set_tls_psk_file(h, psk_file().as_ptr()),
+                0
+            );
             assert_eq!(nbd_ffi::tls::nbd_set_tls_username(h, c"fuzz".as_ptr()), 0);
         }
         assert_eq!(

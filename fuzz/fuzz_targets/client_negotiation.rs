@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
             2 => TlsMode::Require,
             _ => TlsMode::Disable,
         },
-        request_meta_contexts: if sel & 64 != 0 { vec!["base:allocation".into()] } else { vec![] },
+        request_meta_contexts: if sel & 64 != 0 {
+            vec!["base:allocation".into()]
+        } else {
+            vec![]
+        },
         ..Config::default()
     };
     let mut c = Client::new(config);

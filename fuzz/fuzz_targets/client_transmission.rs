@@ -16,18 +16,35 @@ mod common;
 
 fn handshake(mode: u8) -> Vec<u8> {
     let mut v = Vec::new();
-    NewstyleGreeting { handshake_flags: handshake_flags::FIXED_NEWSTYLE | handshake_flags::NO_ZEROES }.encode(&mut v);
+    NewstyleGreeting {
+        handshake_flags: handshake_flags::FIXED_NEWSTYLE | handshake_flags::NO_ZEROES,
+    }
+    .encode(&mut v);
     match mode {
         1 => OptionReply::Ack.encode(opt::STRUCTURED_REPLY, &mut v),
         2 => OptionReply::Ack.encode(opt::EXTENDED_HEADERS, &mut v),
         _ => {}
     }
     if mode != 0 {
-        OptionReply::MetaContext(MetaContext { id: 1, name: "base:allocation".into() }).encode(opt::SET_META_CONTEXT, &mut v);
+        OptionReply::MetaContext(MetaContext {
+            id: 1,
+            name: "base:allocation".into(),
+        })
+        .encode(opt::SET_META_CONTEXT, &mut v);
         OptionReply::Ack.encode(opt::SET_META_CONTEXT, &mut v);
     }
-    let flags = tf::HAS_FLAGS | tf::SEND_FLUSH | tf::SEND_FUA | tf::SEND_TRIM | tf::SEND_WRITE_ZEROES | tf::SEND_DF | tf::SEND_CACHE;
-    OptionReply::Info(Info::Export { size: 1 << 20, transmission_flags: flags }).encode(opt::GO, &mut v);
+    let flags = tf::HAS_FLAGS
+        | tf::SEND_FLUSH
+        | tf::SEND_FUA
+        | tf::SEND_TRIM
+        | tf::SEND_WRITE_ZEROES
+        | tf::SEND_DF
+        | tf::SEND_CACHE;
+    OptionReply::Info(Info::Export {
+        size: 1 << 20,
+        transmission_flags: flags,
+    })
+    .encode(opt::GO, &mut v);
     OptionReply::Ack.encode(opt::GO, &mut v);
     v
 }
@@ -53,13 +70,23 @@ fuzz_target!(|data: &[u8]| {
     // Cookies 1..: reads of several sizes, a write, block status, flush, trim.
     for (i, len) in [512u64, 1024, 1, 2048].into_iter().enumerate() {
         let off = u64::from(mix) * 512 + i as u64 * 8192;
-        let flags = if mix & 1 != 0 && mode >= 1 { cmd_flags::DF } else { 0 };
+        let flags = if mix & 1 != 0 && mode >= 1 {
+            cmd_flags::DF
+        } else {
+            0
+        };
         if let Ok(cookie) = c.submit(Command::new(CommandKind::Read, off, len).with_flags(flags)) {
             bufs.insert(cookie, vec![0; len as usize]);
         }
     }
     let _ = c.submit(Command::write(0, bytes::Bytes::from_static(&[1; 100])));
-    let _ = c.submit(Command::new(CommandKind::BlockStatus, 0, 1 << 16).with_flags(if mix & 2 != 0 { cmd_flags::REQ_ONE } else { 0 }));
+    let _ = c.submit(
+        Command::new(CommandKind::BlockStatus, 0, 1 << 16).with_flags(if mix & 2 != 0 {
+            cmd_flags::REQ_ONE
+        } else {
+            0
+        }),
+    );
     let _ = c.submit(Command::new(CommandKind::Flush, 0, 0));
     let _ = c.submit(Command::new(CommandKind::Trim, 4096, 4096));
     let submitted = c.in_flight();

@@ -6,11 +6,19 @@ use std::collections::HashMap;
 /// Feeds `input` in pieces of `step` bytes, checking the invariants: no
 /// panic, consumed <= supplied, every payload and hole inside its command's
 /// buffer, and every command completed at most once.
-pub fn feed_checked(c: &mut Client, bufs: &mut HashMap<u64, Vec<u8>>, done: &mut Vec<u64>, input: &[u8], step: usize) {
+pub fn feed_checked(
+    c: &mut Client,
+    bufs: &mut HashMap<u64, Vec<u8>>,
+    done: &mut Vec<u64>,
+    input: &[u8],
+    step: usize,
+) {
     let step = step.max(1);
     for piece in input.chunks(step) {
         let n = c.feed(piece, &mut |cookie, off, data| {
-            let buf = bufs.get_mut(&cookie).expect("payload for a command without a buffer");
+            let buf = bufs
+                .get_mut(&cookie)
+                .expect("payload for a command without a buffer");
             let off = off as usize;
             assert!(off + data.len() <= buf.len(), "payload outside its buffer");
             buf[off..off + data.len()].copy_from_slice(data);
@@ -20,16 +28,27 @@ pub fn feed_checked(c: &mut Client, bufs: &mut HashMap<u64, Vec<u8>>, done: &mut
         c.take_output(&mut out, &mut |_, _, _| &[]);
         while let Some(e) = c.poll_event() {
             match e {
-                Event::ReadChunk { cookie, buf_offset, len, kind } => {
-                    let buf = bufs.get(&cookie).expect("chunk for a command without a buffer");
+                Event::ReadChunk {
+                    cookie,
+                    buf_offset,
+                    len,
+                    kind,
+                } => {
+                    let buf = bufs
+                        .get(&cookie)
+                        .expect("chunk for a command without a buffer");
                     let end = buf_offset.checked_add(len).expect("chunk range overflows");
                     assert!(end <= buf.len() as u64, "chunk outside its buffer");
                     if kind == ChunkKind::Hole {
                         bufs.get_mut(&cookie).unwrap()[buf_offset as usize..end as usize].fill(0);
                     }
                 }
-                Event::ReadError { cookie, buf_offset, .. } => {
-                    let buf = bufs.get(&cookie).expect("error for a command without a buffer");
+                Event::ReadError {
+                    cookie, buf_offset, ..
+                } => {
+                    let buf = bufs
+                        .get(&cookie)
+                        .expect("error for a command without a buffer");
                     assert!(buf_offset < buf.len() as u64);
                 }
                 Event::Complete { cookie, .. } => {

@@ -3,7 +3,7 @@
 //! handle's socket from its own event loop (`nbd_aio_get_fd`,
 //! `nbd_aio_get_direction`, `nbd_aio_notify_*`, `nbd_poll`).
 //!
-//! The commands are queued with [`HandleInner::issue`] and start going out
+//! The commands are queued with `HandleInner::issue` and start going out
 //! at once; the callbacks passed in are kept until the command completes and
 //! then released, each `.free` exactly once (mid-command callbacks before
 //! the completion callback), also when the call fails before queuing.

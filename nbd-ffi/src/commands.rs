@@ -2,10 +2,10 @@
 //! ...) and the settings that govern all data commands: strict mode and read
 //! buffer initialisation.
 //!
-//! Every command goes through [`HandleInner::issue`], which checks the flags
+//! Every command goes through `HandleInner::issue`, which checks the flags
 //! and queues the command on the engine with its buffers and callbacks; the
 //! synchronous forms then poll until that command completes
-//! ([`HandleInner::wait_command`]).
+//! (`HandleInner::wait_command`).
 //!
 //! The exports are generated from `api/commands.api`; the functions here
 //! are their bodies.

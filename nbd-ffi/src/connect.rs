@@ -3,7 +3,7 @@
 //! `nbd_get_subprocess_pid`), the socket activation name, and
 //! `nbd_supports_vsock`. The exports are generated from `api/connect.api`.
 //!
-//! Every connect builds a [`Target`], starts it on the handle's engine with
+//! Every connect builds a `Target`, starts it on the handle's engine with
 //! the protocol configuration taken from the handle's settings, and (for the
 //! synchronous forms) polls until the handshake is over: negotiating in opt
 //! mode, ready otherwise. A failure leaves the handle dead, as in libnbd.

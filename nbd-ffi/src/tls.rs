@@ -1,7 +1,7 @@
 //! TLS settings: `nbd_set_tls` (`LIBNBD_TLS_DISABLE`, `_ALLOW`,
 //! `_REQUIRE`), certificates, peer verification, PSK username and key file,
 //! the host name the server's certificate must carry, and the priority
-//! string. They are taken when the handle connects ([`TlsSettings::options`]);
+//! string. They are taken when the handle connects (`TlsSettings::options`);
 //! the engine's TLS layer (`engine::tls`, OpenSSL) uses them once the server
 //! accepts `NBD_OPT_STARTTLS`. The exports are generated from `api/tls.api`.
 //!
