@@ -3,7 +3,7 @@
 
 use nbd_tests::*;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -110,6 +110,9 @@ fn examples_load_the_library_under_test() {
     setup();
     let dir = c_examples();
     for name in C_EXAMPLES {
+        if !c_example_built(name) && C_EXAMPLES_1_20.contains(name) {
+            continue; // the header predates libnbd 1.20
+        }
         assert_binary_loads(&dir.join(name), Lib::UnderTest);
     }
 }
@@ -743,5 +746,275 @@ fn tls_psk_example() {
         "tls-psk",
         &[k, "alice", plain.socket().to_str().unwrap()],
         "TLS required but the server refused NBD_OPT_STARTTLS: Operation not supported (errno 95)",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// dirty-map: a program written for the libnbd 1.16 - 1.24 API
+
+/// False (saying why) when the header under test predates libnbd 1.20, so
+/// that dirty-map was not built (the suite run against Debian's 1.14).
+fn dirty_map_built(test: &str) -> bool {
+    let built = c_example_built("dirty-map");
+    if !built {
+        eprintln!("{test}: dirty-map needs a libnbd 1.20 header; skipped");
+    }
+    built
+}
+
+/// The extents dirty-map printed under `[ctx]`, as `(offset, length, flags)`.
+fn dirty_map_section(out: &Output, ctx: &str) -> Vec<(u64, u64, u32)> {
+    let header = format!("[{ctx}]");
+    let mut lines = out.stdout.lines().skip_while(|l| *l != header);
+    assert!(
+        lines.next().is_some(),
+        "no {header} section in:\n{}",
+        out.stdout
+    );
+    let v: Vec<(u64, u64, u32)> = lines
+        .take_while(|l| !l.starts_with("total "))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(w.len(), 4, "not an extent line: {l:?}");
+            (
+                w[0].parse().unwrap(),
+                w[1].parse().unwrap(),
+                w[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    // Printed merged: neighbours differ and tile the export from 0.
+    for pair in v.windows(2) {
+        assert_eq!(pair[0].0 + pair[0].1, pair[1].0, "gap in {ctx}: {v:?}");
+        assert_ne!(pair[0].2, pair[1].2, "{ctx} not merged: {v:?}");
+    }
+    assert_eq!(v.first().map(|e| e.0), Some(0), "{ctx}: {v:?}");
+    v
+}
+
+/// dirty-map on the library under test against the backed disk of
+/// `nbd_tests::qemu` (bitmap b0 added, then writes), exported read-only by
+/// qemu-nbd with `-B b0` as the default export "" (so that the bare socket
+/// path reaches it too).
+fn dirty_map_qemu_server(scratch: &Scratch) -> Server {
+    let disk = nbd_tests::qemu::backed_disk(scratch);
+    Server::qemu_nbd(scratch, &disk, "qcow2", "", &["-r", "-B", "b0"])
+}
+
+/// Built against our header, run on our library: the dirty extents are
+/// those libnbd 1.24.4's own `nbdinfo --map=qemu:dirty-bitmap:b0` prints
+/// (and those the image was made with), the allocation extents those of
+/// its `nbdinfo --map`; the extended-header path (64-bit block status, the
+/// filtered walk) is taken.
+#[test]
+fn dirty_map_matches_nbdinfo_1_24() {
+    setup();
+    if !dirty_map_built("dirty_map_matches_nbdinfo_1_24") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let qemu = dirty_map_qemu_server(&scratch);
+    let uri = qemu.uri();
+    let out = run_example_ok("dirty-map", &[&uri, "b0"]);
+    let dirty = dirty_map_section(&out, "qemu:dirty-bitmap:b0");
+    let alloc = dirty_map_section(&out, "base:allocation");
+
+    let nbdinfo_map = |ctx: &str| {
+        let o = run_ok(
+            latest_tool("nbdinfo", Side::Libnbd)
+                .arg(format!("--map={ctx}"))
+                .arg(&uri),
+        );
+        parse_map(&o.stdout)
+    };
+    let reference = nbdinfo_map("qemu:dirty-bitmap:b0");
+    assert_eq!(
+        dirty, reference,
+        "dirty extents differ from libnbd 1.24.4's nbdinfo (right)"
+    );
+    assert_eq!(
+        dirty,
+        nbd_tests::qemu::dirty_map(),
+        "not the image's writes"
+    );
+    assert_eq!(
+        alloc,
+        nbdinfo_map("base:allocation"),
+        "allocation differs from libnbd 1.24.4's nbdinfo --map (right)"
+    );
+    assert_eq!(alloc.last().map(|e| e.0 + e.1), Some(8 * MIB));
+
+    for line in [
+        "connected in option mode (newstyle-fixed)",
+        "extended headers: agreed",
+        "  server agreed to base:allocation",
+        "  server agreed to qemu:dirty-bitmap:b0",
+        "meta contexts: 2 of 2 agreed",
+        "block status payload: yes",
+        "export size: 8388608",
+        "dirty-map: OK",
+    ] {
+        has_line(&out, line);
+    }
+    let dirty_bytes: u64 = dirty.iter().filter(|e| e.2 == 1).map(|e| e.1).sum();
+    has_line(
+        &out,
+        &format!(
+            "total qemu:dirty-bitmap:b0: {} extents, {dirty_bytes} bytes dirty",
+            dirty.len()
+        ),
+    );
+    has_line(
+        &out,
+        &format!(
+            "filtered walk of qemu:dirty-bitmap:b0: the same {} extents",
+            dirty.len()
+        ),
+    );
+    let traffic: Vec<u64> = value_after(&out, "traffic: ")
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(traffic.len(), 2, "{}", out.stdout);
+    assert!(traffic.iter().all(|&n| n > 0), "{}", out.stdout);
+    // The package name libnbd, and the version the library reports.
+    has_line(&out, &format!("library: {}", under_test_identity()));
+    assert!(under_test_identity().starts_with("libnbd "));
+
+    // A bitmap the server does not have: base:allocation alone.
+    let out = run_example_ok("dirty-map", &[&uri, "nosuch"]);
+    has_line(&out, "meta contexts: 1 of 2 agreed");
+    has_line(&out, "qemu:dirty-bitmap:nosuch: not offered by the server");
+    has_line(&out, "filtered walk: skipped, no dirty bitmap");
+    assert_eq!(dirty_map_section(&out, "base:allocation"), alloc);
+}
+
+/// Compiles `c-examples/dirty-map.c` against libnbd 1.24's own header
+/// (`ROOT/sysroot/usr/include`) and links it against libnbd 1.24.4's
+/// `libnbd.so` (its symbol versions; the root's libraries need a newer C
+/// library than the host's, hence `--allow-shlib-undefined`), without an
+/// rpath: the loader's library path decides which library it runs on.
+fn dirty_map_for_libnbd_1_24(scratch: &Scratch) -> PathBuf {
+    let header = latest_header();
+    let exe = scratch.file("dirty-map-1.24");
+    run_ok(
+        std::process::Command::new(require("cc", "gcc"))
+            .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-g", "-I"])
+            .arg(header.parent().unwrap())
+            .arg(repo_root().join("c-examples/dirty-map.c"))
+            .arg("-o")
+            .arg(&exe)
+            .arg("-L")
+            .arg(latest_libdir())
+            .args(["-lnbd", "-Wl,--allow-shlib-undefined", "-lpthread"]),
+    );
+    let libnbd = latest_libdir().join("libnbd.so.0").canonicalize().unwrap();
+    let ours = libnbd_dir().join("libnbd.so.0").canonicalize().unwrap();
+    assert_eq!(latest_binary_loads(&exe, Side::Libnbd), libnbd);
+    assert_eq!(latest_binary_loads(&exe, Side::UnderTest), ours);
+    exe
+}
+
+/// The same source built against libnbd 1.24's header runs unchanged on
+/// our library and on libnbd 1.24.4 (through the root's loader, as
+/// `ROOT/run` and `run --lib` run libnbd's programs), with identical
+/// output, byte for byte, traffic counters included; and that output is
+/// also what the build against our header prints.  Against qemu-nbd
+/// (extended headers, the bitmap, payloads), Debian's nbdkit 1.32 (no
+/// extended headers) and nbdkit 1.48.
+#[test]
+fn dirty_map_built_for_libnbd_1_24_runs_on_both() {
+    setup();
+    if !dirty_map_built("dirty_map_built_for_libnbd_1_24_runs_on_both") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let exe = dirty_map_for_libnbd_1_24(&scratch);
+    let qemu = dirty_map_qemu_server(&scratch);
+    let kit = Server::nbdkit(&scratch, &["memory", "4M"]);
+    let kit_latest = Server::nbdkit_latest(&scratch, &["memory", "4M"]);
+    for target in [
+        qemu.uri(),
+        qemu.socket().display().to_string(),
+        kit.uri(),
+        kit_latest.uri(),
+    ] {
+        let reference = run_ok(latest_run_binary(&exe, Side::Libnbd).args([&target, "b0"]));
+        let ours = run_ok(latest_run_binary(&exe, Side::UnderTest).args([&target, "b0"]));
+        assert_eq!(
+            reference.stdout, ours.stdout,
+            "{target}: output differs (left: libnbd 1.24.4, right: library under test)"
+        );
+        assert!(ours.stderr.is_empty(), "{}", ours.stderr);
+        let our_header = run_example_ok("dirty-map", &[&target, "b0"]);
+        assert_eq!(
+            our_header.stdout, ours.stdout,
+            "{target}: the build against our header prints otherwise"
+        );
+        has_line(&ours, "dirty-map: OK");
+        has_line(&ours, &format!("library: libnbd {}", libnbd_api_version()));
+    }
+    let out = run_ok(latest_run_binary(&exe, Side::UnderTest).args([&qemu.uri(), "b0"]));
+    assert_eq!(
+        dirty_map_section(&out, "qemu:dirty-bitmap:b0"),
+        nbd_tests::qemu::dirty_map()
+    );
+    has_line(
+        &out,
+        "filtered walk of qemu:dirty-bitmap:b0: the same 9 extents",
+    );
+}
+
+/// Debian's nbdkit 1.32 has no extended headers: the program falls back to
+/// structured replies, maps base:allocation alone (nbdkit has no dirty
+/// bitmap) and says it skips the filtered walk.  nbd-server has neither:
+/// the program stops with a clear message.
+#[test]
+fn dirty_map_without_extended_headers() {
+    setup();
+    if !dirty_map_built("dirty_map_without_extended_headers") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let kit = Server::nbdkit(
+        &scratch,
+        &["data", "data=@1048576 1 2 3 4 @2097152 5", "size=4M"],
+    );
+    let out = run_example_ok("dirty-map", &[kit.socket().to_str().unwrap(), "b0"]);
+    for line in [
+        "extended headers: refused",
+        "structured replies: agreed",
+        "  server agreed to base:allocation",
+        "meta contexts: 1 of 2 agreed",
+        "block status payload: no",
+        "qemu:dirty-bitmap:b0: not offered by the server",
+        "export size: 4194304",
+        "filtered walk: skipped, the server does not accept block status payloads",
+        "dirty-map: OK",
+    ] {
+        has_line(&out, line);
+    }
+    assert!(!out.stdout.contains("[qemu:dirty-bitmap:b0]"));
+    let alloc = dirty_map_section(&out, "base:allocation");
+    let reference =
+        run_ok(tool(require("nbdinfo", "libnbd-bin"), Lib::Debian).args(["--map", &kit.uri()]));
+    assert_eq!(alloc, parse_map(&reference.stdout));
+    assert!(
+        alloc
+            .iter()
+            .any(|e| e.2 == 0 && e.0 <= MIB && e.0 + e.1 > MIB),
+        "the data at 1M is not data: {alloc:?}"
+    );
+
+    let (nbd_server, _) = two_export_nbd_server(&scratch);
+    let out = run_example_fails(
+        "dirty-map",
+        &[&nbd_server.uri_for("disk"), "b0"],
+        "neither extended headers nor structured replies",
+    );
+    assert!(
+        out.stdout.contains("extended headers: refused"),
+        "{}",
+        out.stdout
     );
 }

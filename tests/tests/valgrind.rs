@@ -29,6 +29,7 @@ const COVERED: &[&str] = &[
     "socket-activation",
     "tls-psk",
     "backup-pull",
+    "dirty-map",
 ];
 
 fn memcheck(program: &std::path::Path) -> Command {
@@ -207,6 +208,34 @@ fn backup_pull_under_memcheck() {
     );
     assert!(
         out.stdout.contains("copied: 65536 bytes in 1 reads"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// dirty-map's both paths: qemu-nbd with a dirty bitmap (extended
+/// headers, 64-bit and filtered block status) and nbdkit (structured
+/// replies only, base:allocation alone).
+#[test]
+fn dirty_map_under_memcheck() {
+    if !c_example_built("dirty-map") {
+        eprintln!("dirty_map_under_memcheck: the header predates libnbd 1.20");
+        return;
+    }
+    let scratch = Scratch::new();
+    let disk = nbd_tests::qemu::backed_disk(&scratch);
+    let qemu = Server::qemu_nbd(&scratch, &disk, "qcow2", "disk", &["-r", "-B", "b0"]);
+    let out = check(&example_path("dirty-map"), &[&qemu.uri(), "b0"]);
+    assert!(
+        out.stdout
+            .contains("filtered walk of qemu:dirty-bitmap:b0: the same 9 extents"),
+        "{}",
+        out.stdout
+    );
+    let kit = Server::nbdkit(&scratch, &["memory", "4M"]);
+    let out = check(&example_path("dirty-map"), &[&kit.uri(), "b0"]);
+    assert!(
+        out.stdout.contains("filtered walk: skipped"),
         "{}",
         out.stdout
     );
