@@ -3,9 +3,10 @@
 
 For each real server (nbdkit memory, qemu-nbd on a qcow2 image,
 nbd-server), a recording proxy sits between the server and a client that
-runs the fuzz target's call sequence through nbdsh on our library
-(target/release/libnbd.so.0, so the requests are byte for byte those of the
-target); what the server sent is saved as one seed, one frame per burst
+runs the fuzz target's call sequence through libnbd 1.24's nbdsh (its Python
+binding has the 1.16+ calls; from ${LIBNBD_LATEST:-/tmp/libnbd-latest}, see
+scripts/install-deps.sh) on our library (target/release/libnbd.so.0, so the
+requests are byte for byte those of the target); what the server sent is saved as one seed, one frame per burst
 received: [u32 LE client bytes forwarded before it][u16 LE length][bytes].
 
   make lib && python3 fuzz/record_abi_seeds.py
@@ -49,6 +50,9 @@ tryit("zero", h.zero, 4096, 12288)
 tryit("cache", h.cache, 4096, 0)
 tryit("pread_structured", h.pread_structured, 4096, 0, lambda *a: 0)
 tryit("block_status", h.block_status, 65536, 0, lambda *a: 0)
+tryit("block_status_64", h.block_status_64, 65536, 0, lambda *a: 0)
+tryit("block_status_filter", h.block_status_filter, 65536, 0,
+      ["base:allocation"], lambda *a: 0)
 del h
 """
 
@@ -112,10 +116,10 @@ def record(name, upstream, tmp):
     lsock.settimeout(30)
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    # nbdsh runs python3 from PATH: the system one has the nbd module.
-    env = dict(os.environ, LD_LIBRARY_PATH=LIBDIR, PROXY=proxy,
-               PATH="/usr/bin:/bin:" + os.environ.get("PATH", ""))
-    out = subprocess.run(["/usr/bin/nbdsh", "-c", CLIENT], env=env,
+    latest = os.environ.get("LIBNBD_LATEST", "/tmp/libnbd-latest")
+    env = dict(os.environ, PROXY=proxy)
+    out = subprocess.run([os.path.join(latest, "run"), "--lib", LIBDIR,
+                          "nbdsh", "-c", CLIENT], env=env,
                          capture_output=True, text=True, timeout=60)
     t.join(timeout=30)
     print(f"== {name}: {len(recorded)} bytes from the server")

@@ -5,7 +5,9 @@
 //! reply to an option it has not sent yet), then hangs up; the client, through
 //! nbd-ffi's `extern "C"` functions, connects in opt mode and runs
 //! opt_info, opt_list, opt_go, get_size, pread, pwrite, flush, trim, zero,
-//! cache, pread_structured and block_status. Asserts: no panic (the
+//! cache, pread_structured, block_status, block_status_64 and
+//! block_status_filter (64-bit extents and the filter's payload under
+//! extended headers). Asserts: no panic (the
 //! libfuzzer hook aborts even on a panic the library would catch), every
 //! call returns a value its man page allows, every callback sees arguments
 //! inside what was asked, and every `.free` runs exactly once.
@@ -23,7 +25,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nbd_ffi::callbacks::{ChunkCallback, ExtentCallback, ListCallback};
+use nbd_ffi::callbacks::{
+    ChunkCallback, Extent64Callback, ExtentCallback, ListCallback, NbdExtent,
+};
 use nbd_ffi::handle::Handle;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::io::Read;
@@ -117,6 +121,35 @@ unsafe extern "C" fn on_extent(
         // SAFETY: entries holds nr_entries words.
         let words = unsafe { std::slice::from_raw_parts(entries, nr_entries) };
         let _ = words.iter().copied().fold(0u64, |a, w| a ^ w as u64);
+    }
+    assert!(e >= 0);
+    0
+}
+
+unsafe extern "C" fn on_extent64(
+    ud: *mut c_void,
+    context: *const c_char,
+    offset: u64,
+    entries: *mut NbdExtent,
+    nr_entries: libc::size_t,
+    error: *mut c_int,
+) -> c_int {
+    // SAFETY: as in on_free; context is a C string, entries holds nr_entries
+    // extents for the call.
+    let (s, e) = unsafe { (&*(ud as *const Seen), *error) };
+    s.calls.fetch_add(1, Ordering::SeqCst);
+    assert!(!context.is_null());
+    // SAFETY: checked non-NULL.
+    let _ = unsafe { CStr::from_ptr(context) };
+    assert_eq!(offset, s.offset, "extents from another offset");
+    if nr_entries > 0 {
+        assert!(!entries.is_null());
+        // SAFETY: entries holds nr_entries extents.
+        let extents = unsafe { std::slice::from_raw_parts(entries, nr_entries) };
+        for x in extents {
+            // The man page: a length never exceeds INT64_MAX.
+            assert!(x.length <= i64::MAX as u64, "extent length above INT64_MAX");
+        }
     }
     assert!(e >= 0);
     0
@@ -273,6 +306,16 @@ fuzz_target!(|data: &[u8]| {
         len: 65536,
         ..Seen::default()
     };
+    let extent64 = Seen {
+        offset: 0,
+        len: 65536,
+        ..Seen::default()
+    };
+    let filtered = Seen {
+        offset: 0,
+        len: 65536,
+        ..Seen::default()
+    };
     let connected;
     // SAFETY: every call gets the open handle h, valid C strings, buffers
     // valid for their lengths, and callbacks whose user_data (list, chunk,
@@ -362,12 +405,48 @@ fuzz_target!(|data: &[u8]| {
             ),
             "block_status",
         );
+        ok_or_fail(
+            nbd_ffi::commands::nbd_block_status_64(
+                h,
+                65536,
+                0,
+                Extent64Callback {
+                    callback: Some(on_extent64),
+                    user_data: ud(&extent64),
+                    free: Some(on_free),
+                },
+                0,
+            ),
+            "block_status_64",
+        );
+        let mut contexts = [c"base:allocation".as_ptr().cast_mut(), std::ptr::null_mut()];
+        ok_or_fail(
+            nbd_ffi::commands::nbd_block_status_filter(
+                h,
+                65536,
+                0,
+                contexts.as_mut_ptr(),
+                Extent64Callback {
+                    callback: Some(on_extent64),
+                    user_data: ud(&filtered),
+                    free: Some(on_free),
+                },
+                0,
+            ),
+            "block_status_filter",
+        );
         let dead = nbd_ffi::state::nbd_aio_is_dead(h);
         assert!(dead == 0 || dead == 1);
         nbd_ffi::handle::nbd_close(h);
     }
     // opt_list is only called on a connected handle.
-    for (s, given) in [(&list, connected), (&chunk, true), (&extent, true)] {
+    for (s, given) in [
+        (&list, connected),
+        (&chunk, true),
+        (&extent, true),
+        (&extent64, true),
+        (&filtered, true),
+    ] {
         assert_eq!(
             s.frees.load(Ordering::SeqCst),
             usize::from(given),
