@@ -288,9 +288,7 @@ impl Conn {
             Some(Outcome::Failed(e)) => Err(Error::Command {
                 errno: e.errno,
                 message: e.message,
-                offset: slot
-                    .read_error
-                    .map(|(o, _)| slot.offset.saturating_add(o)),
+                offset: slot.read_error.map(|(o, _)| slot.offset.saturating_add(o)),
             }),
             Some(Outcome::Ok) => Ok(match (slot.kind, slot.buf) {
                 (CommandKind::Read, Buf::Owned(v)) => Output::Data(v),
@@ -484,14 +482,8 @@ impl Conn {
                     let mut left = usize::try_from(len).unwrap_or(usize::MAX);
                     let mut at = buf_offset;
                     while left > 0 {
-                        let dst = payload_dst(
-                            &mut self.slots,
-                            lend,
-                            &mut self.scratch,
-                            cookie,
-                            at,
-                            left,
-                        );
+                        let dst =
+                            payload_dst(&mut self.slots, lend, &mut self.scratch, cookie, at, left);
                         if dst.is_empty() {
                             break;
                         }
@@ -615,9 +607,7 @@ pub(crate) fn option_result(conn: &Conn, events: Vec<Event>) -> Result<Vec<Event
         return Ok(events);
     }
     let refusal = events.iter().rev().find_map(|e| match e {
-        Event::OptionDone {
-            result: Err(f), ..
-        } => Some(f.clone()),
+        Event::OptionDone { result: Err(f), .. } => Some(f.clone()),
         _ => None,
     });
     match refusal {

@@ -316,17 +316,20 @@ macro_rules! export_getters {
 
         /// Whether the server accepts `flush`.
         pub fn can_flush(&self) -> bool {
-            self.conn.can(nbd_proto::consts::transmission_flags::SEND_FLUSH)
+            self.conn
+                .can(nbd_proto::consts::transmission_flags::SEND_FLUSH)
         }
 
         /// Whether the server honours forced unit access on writes.
         pub fn can_fua(&self) -> bool {
-            self.conn.can(nbd_proto::consts::transmission_flags::SEND_FUA)
+            self.conn
+                .can(nbd_proto::consts::transmission_flags::SEND_FUA)
         }
 
         /// Whether the server accepts `trim`.
         pub fn can_trim(&self) -> bool {
-            self.conn.can(nbd_proto::consts::transmission_flags::SEND_TRIM)
+            self.conn
+                .can(nbd_proto::consts::transmission_flags::SEND_TRIM)
         }
 
         /// Whether the server accepts `zero`.
@@ -337,7 +340,8 @@ macro_rules! export_getters {
 
         /// Whether the server accepts `NBD_CMD_CACHE`.
         pub fn can_cache(&self) -> bool {
-            self.conn.can(nbd_proto::consts::transmission_flags::SEND_CACHE)
+            self.conn
+                .can(nbd_proto::consts::transmission_flags::SEND_CACHE)
         }
 
         /// Whether several connections to this export see each other's
@@ -349,7 +353,8 @@ macro_rules! export_getters {
 
         /// Whether the export is on rotating media.
         pub fn is_rotational(&self) -> bool {
-            self.conn.can(nbd_proto::consts::transmission_flags::ROTATIONAL)
+            self.conn
+                .can(nbd_proto::consts::transmission_flags::ROTATIONAL)
         }
 
         /// Whether `block_status` can be asked for this metadata context.

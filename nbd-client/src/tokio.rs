@@ -328,7 +328,8 @@ impl Client {
 
     /// Queues a write of zeroes.
     pub fn submit_zero(&mut self, offset: u64, len: u64) -> Result<CommandId, Error> {
-        self.conn.submit_simple(CommandKind::WriteZeroes, offset, len)
+        self.conn
+            .submit_simple(CommandKind::WriteZeroes, offset, len)
     }
 
     /// Queues a block status query; [`Client::wait`] returns
