@@ -278,6 +278,12 @@ impl Conn {
         let Some(slot) = self.slots.remove(&cookie) else {
             return Err(Error::UnknownCommand);
         };
+        if slot.done.is_some() {
+            // Keep the completion queue to commands nobody collected.
+            if let Some(pos) = self.completed.iter().position(|&c| c == cookie) {
+                self.completed.remove(pos);
+            }
+        }
         match slot.done {
             None => {
                 // Not complete: put it back (callers check first).
