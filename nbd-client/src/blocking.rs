@@ -100,15 +100,24 @@ impl Client {
 
     /// Connects over TCP and negotiates.
     pub fn connect_tcp(addr: impl ToSocketAddrs, config: &Config) -> Result<Self, Error> {
-        let s = TcpStream::connect(addr)?;
+        Self::from_tcp_stream(TcpStream::connect(addr)?, config)
+    }
+
+    /// Connects to a Unix domain socket and negotiates.
+    pub fn connect_unix(path: impl AsRef<Path>, config: &Config) -> Result<Self, Error> {
+        Self::from_unix_stream(UnixStream::connect(path)?, config)
+    }
+
+    /// Negotiates over a TCP stream the caller connected (blocking mode).
+    pub fn from_tcp_stream(s: TcpStream, config: &Config) -> Result<Self, Error> {
         s.set_nodelay(true)?;
         s.set_write_timeout(Some(WRITE_SLICE))?;
         Self::handshake(Io::Tcp(s), config)
     }
 
-    /// Connects to a Unix domain socket and negotiates.
-    pub fn connect_unix(path: impl AsRef<Path>, config: &Config) -> Result<Self, Error> {
-        let s = UnixStream::connect(path)?;
+    /// Negotiates over a Unix stream the caller connected (blocking mode),
+    /// e.g. one end of a socket pair given to a server process.
+    pub fn from_unix_stream(s: UnixStream, config: &Config) -> Result<Self, Error> {
         s.set_write_timeout(Some(WRITE_SLICE))?;
         Self::handshake(Io::Unix(s), config)
     }

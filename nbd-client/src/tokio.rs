@@ -121,14 +121,22 @@ impl Client {
 
     /// Connects over TCP and negotiates.
     pub async fn connect_tcp(addr: impl ToSocketAddrs, config: &Config) -> Result<Self, Error> {
-        let s = TcpStream::connect(addr).await?;
-        s.set_nodelay(true)?;
-        Self::handshake(Io::Tcp(s), config).await
+        Self::from_tcp_stream(TcpStream::connect(addr).await?, config).await
     }
 
     /// Connects to a Unix domain socket and negotiates.
     pub async fn connect_unix(path: impl AsRef<Path>, config: &Config) -> Result<Self, Error> {
-        let s = UnixStream::connect(path).await?;
+        Self::from_unix_stream(UnixStream::connect(path).await?, config).await
+    }
+
+    /// Negotiates over a TCP stream the caller connected.
+    pub async fn from_tcp_stream(s: TcpStream, config: &Config) -> Result<Self, Error> {
+        s.set_nodelay(true)?;
+        Self::handshake(Io::Tcp(s), config).await
+    }
+
+    /// Negotiates over a Unix stream the caller connected.
+    pub async fn from_unix_stream(s: UnixStream, config: &Config) -> Result<Self, Error> {
         Self::handshake(Io::Unix(s), config).await
     }
 

@@ -345,3 +345,63 @@ fn large_writes_and_reads_interleaved() {
     assert!(back == pattern(LEN, 104));
     c.disconnect().unwrap();
 }
+
+/// Over TCP, with nbdkit on a free local port.
+#[test]
+fn tcp_connect() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port_arg = port.to_string();
+    let args = ["-f", "-i", "127.0.0.1", "-p", &port_arg, "memory", "8M"];
+    let _server = common::ChildGuard(
+        std::process::Command::new("nbdkit")
+            .args(args)
+            .spawn()
+            .unwrap(),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let mut tries = 0;
+    let mut c = loop {
+        match Client::connect(&addr, &Config::new()) {
+            Ok(c) => break c,
+            Err(Error::Io(_)) if tries < 500 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(c.size(), 8 * MIB);
+    let data = pattern(MIB as usize, 11);
+    c.write_at(&data, 3).unwrap();
+    let mut back = vec![0u8; data.len()];
+    c.read_at(&mut back, 3).unwrap();
+    assert!(back == data);
+    c.disconnect().unwrap();
+}
+
+/// Over a socket pair given to `nbdkit -s` as its stdin and stdout.
+#[test]
+fn socketpair_stream() {
+    use std::os::fd::OwnedFd;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let fd: OwnedFd = theirs.into();
+    let _server = common::ChildGuard(
+        std::process::Command::new("nbdkit")
+            .args(["-s", "memory", "1M"])
+            .stdin(fd.try_clone().unwrap())
+            .stdout(fd)
+            .spawn()
+            .unwrap(),
+    );
+    let mut c = Client::from_unix_stream(ours, &Config::new()).unwrap();
+    assert_eq!(c.size(), MIB);
+    c.write_at(b"pair", 10).unwrap();
+    let mut b = [0u8; 4];
+    c.read_at(&mut b, 10).unwrap();
+    assert_eq!(&b, b"pair");
+    c.disconnect().unwrap();
+}

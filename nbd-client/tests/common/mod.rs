@@ -162,3 +162,13 @@ pub fn example(name: &str, features: &[&str]) -> PathBuf {
     assert!(p.exists(), "{} not built", p.display());
     p
 }
+
+/// Kills (by PID) and reaps a child process on drop, panics included.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
