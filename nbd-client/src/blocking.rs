@@ -128,6 +128,8 @@ impl Client {
             io,
         };
         c.run(&mut Lend::None, Conn::settled)?;
+        // What negotiation reported is in the core's getters now.
+        c.conn.opt_events.clear();
         Ok(c)
     }
 

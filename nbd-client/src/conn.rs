@@ -484,6 +484,15 @@ impl Conn {
                     len,
                     kind: ChunkKind::Hole,
                 } => {
+                    let has_buffer = lend.cookie() == Some(cookie)
+                        || self
+                            .slots
+                            .get(&cookie)
+                            .is_some_and(|s| matches!(s.buf, Buf::Owned(_)));
+                    if !has_buffer {
+                        // A read nobody waits for any more.
+                        continue;
+                    }
                     // Lengths are within the request, so they fit a buffer.
                     let mut left = usize::try_from(len).unwrap_or(usize::MAX);
                     let mut at = buf_offset;

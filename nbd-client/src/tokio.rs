@@ -146,6 +146,8 @@ impl Client {
             io,
         };
         c.run(&mut Lend::None, Conn::settled).await?;
+        // What negotiation reported is in the core's getters now.
+        c.conn.opt_events.clear();
         Ok(c)
     }
 
