@@ -20,17 +20,17 @@ esac
 
 echo "== format and lints"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 (cd fuzz && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings)
 
 echo "== docs"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 
 echo "== nbd-proto without std (no_std + alloc)"
 cargo build -p nbd-proto --no-default-features
 
 echo "== tests"
-cargo test --workspace
+cargo test --workspace --all-features
 
 echo "== generated files are committed as generated"
 # build.rs rewrites nbd-ffi/src/exports/ and libnbd.syms from the API table

@@ -252,7 +252,7 @@ impl Conn {
 
     /// Whether the command completed (or is unknown, so waiting is over).
     pub(crate) fn is_done(&self, cookie: u64) -> bool {
-        self.slots.get(&cookie).map_or(true, |s| s.done.is_some())
+        self.slots.get(&cookie).is_none_or(|s| s.done.is_some())
     }
 
     /// A completed command that nobody waits for by id, if any.

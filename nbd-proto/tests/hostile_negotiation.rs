@@ -238,7 +238,7 @@ fn info_export_of_the_wrong_size_dies() {
     for extra in [0usize, 9, 11, 13, 20] {
         let (mut c, mut h) = at_go();
         let mut p = vec![0u8, 0]; // NBD_INFO_EXPORT
-        p.extend(std::iter::repeat(0x01).take(extra));
+        p.extend(std::iter::repeat_n(0x01, extra));
         let mut s = raw_opt_reply(opt::GO, rep::INFO, &p);
         s.extend(ack(opt::GO));
         h.feed(&mut c, &s);
@@ -254,7 +254,7 @@ fn info_block_size_of_the_wrong_size_dies() {
         let (mut c, mut h) = at_go();
         let mut s = info_export(opt::GO, SIZE, FLAGS);
         let mut p = vec![0u8, 3]; // NBD_INFO_BLOCK_SIZE
-        p.extend(std::iter::repeat(0).take(extra));
+        p.extend(std::iter::repeat_n(0, extra));
         s.extend(raw_opt_reply(opt::GO, rep::INFO, &p));
         s.extend(ack(opt::GO));
         h.feed(&mut c, &s);

@@ -1196,7 +1196,7 @@ fn client_config(structured: bool, extended: bool) -> Config {
 
 /// Write payload bytes: mostly a pattern, sometimes all zeroes.
 fn write_data(op: &Op, len: u64) -> Bytes {
-    if op.fill % 5 == 0 {
+    if op.fill.is_multiple_of(5) {
         return Bytes::from(vec![0u8; len as usize]);
     }
     Bytes::from(

@@ -157,14 +157,14 @@ impl Client {
         }
         if on(strict::BOUNDS) {
             let end = c.offset.checked_add(c.length);
-            if end.map_or(true, |e| e > export.size) {
+            if end.is_none_or(|e| e > export.size) {
                 return Err(SubmitError::OutOfBounds);
             }
         }
         if on(strict::ALIGN) {
             if let Some(bs) = export.block_size {
                 let min = u64::from(bs.minimum);
-                if min > 1 && (c.offset % min != 0 || c.length % min != 0) {
+                if min > 1 && (!c.offset.is_multiple_of(min) || !c.length.is_multiple_of(min)) {
                     return Err(SubmitError::Unaligned(bs.minimum));
                 }
             }

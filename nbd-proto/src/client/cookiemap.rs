@@ -82,7 +82,7 @@ impl<V> CookieMap<V> {
     /// Inserts or replaces the entry for `cookie`; returns the old one.
     /// O(1) when `cookie` is larger than every cookie held.
     pub(crate) fn insert(&mut self, cookie: u64, v: V) -> Option<V> {
-        if !self.slots.back().is_some_and(|b| b.0 >= cookie) {
+        if self.slots.back().is_none_or(|b| b.0 < cookie) {
             self.slots.push_back((cookie, Some(v)));
             self.live += 1;
             return None;

@@ -303,7 +303,7 @@ impl BlockSize {
             return bad("preferred block size", self.preferred);
         }
         if self.maximum != u32::MAX
-            && (self.maximum < self.preferred || self.maximum % self.minimum != 0)
+            && (self.maximum < self.preferred || !self.maximum.is_multiple_of(self.minimum))
         {
             return bad("maximum block size", self.maximum);
         }

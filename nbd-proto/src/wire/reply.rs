@@ -269,7 +269,7 @@ impl BlockStatus {
             what: "block status chunk",
             len: payload.len() as u64,
         };
-        if payload.len() < prefix + each || (payload.len() - prefix) % each != 0 {
+        if payload.len() < prefix + each || !(payload.len() - prefix).is_multiple_of(each) {
             return Err(bad());
         }
         let n = (payload.len() - prefix) / each;

@@ -130,7 +130,7 @@ impl BlockStatusPayload {
 
     /// Decodes a complete payload: 8 bytes then a whole number of 4-byte ids.
     pub fn decode(payload: &[u8]) -> Result<Self, WireError> {
-        if payload.len() < 8 || (payload.len() - 8) % 4 != 0 {
+        if payload.len() < 8 || !(payload.len() - 8).is_multiple_of(4) {
             return Err(WireError::BadLength {
                 what: "block status payload",
                 len: payload.len() as u64,
