@@ -896,6 +896,22 @@ impl Engine {
             if !client.wants_write() {
                 break;
             }
+            if let Some(t) = self.tls.as_mut().filter(|t| t.committed() > 0) {
+                // A TLS write to retry: its bytes come from TLS's own copy,
+                // as the commands they belong to may have completed already.
+                match t.send(&[]) {
+                    Ok(Some(k)) => {
+                        self.bytes_sent += k as u64;
+                        client.advance_transmit(k);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        transport_failed(client, "send", &e);
+                        break;
+                    }
+                }
+                continue;
+            }
             let mut iov: [libc::iovec; 64] = [libc::iovec {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
@@ -1402,6 +1418,14 @@ unsafe fn recv(tls: &mut Option<tls::TlsSession>, fd: RawFd, dst: *mut u8, len: 
             io::ErrorKind::WouldBlock => return Recv::Again,
             _ => return Recv::Failed(e),
         }
+    }
+}
+
+/// Reports a failed `recv`/`send` to the client, keeping its errno.
+fn transport_failed(client: &mut Client, op: &'static str, e: &io::Error) {
+    match e.raw_os_error() {
+        Some(errno) => client.handle_transport_error(op, errno),
+        None => client.handle_io_error(format!("{op}: {e}")),
     }
 }
 
