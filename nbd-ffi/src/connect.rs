@@ -539,7 +539,7 @@ pub(crate) fn get_socket_activation_name(inner: &mut HandleInner) -> Result<Mall
 }
 
 /// `nbd_kill_subprocess`: sends `signum` (SIGTERM if 0) to the server
-/// subprocess and waits for it to exit.
+/// subprocess; `nbd_close` reaps it.
 pub(crate) fn kill_subprocess(inner: &mut HandleInner, signum: c_int) -> Result<c_int, Error> {
     if !(0..65).contains(&signum) {
         return Err(Error::InvalidValue {
@@ -552,7 +552,7 @@ pub(crate) fn kill_subprocess(inner: &mut HandleInner, signum: c_int) -> Result<
 }
 
 /// `nbd_get_subprocess_pid`: `ESRCH` when the handle has no subprocess
-/// (never had one, or `nbd_kill_subprocess` reaped it).
+/// (the pid stays known after `nbd_kill_subprocess`, as in libnbd 1.24).
 pub(crate) fn get_subprocess_pid(inner: &mut HandleInner) -> Result<i64, Error> {
     inner
         .engine

@@ -1316,25 +1316,20 @@ impl Engine {
         }
     }
 
-    /// Kills the child process (`nbd_kill_subprocess`).
+    /// Signals the child process (`nbd_kill_subprocess`). It neither waits
+    /// nor touches the connection, as in libnbd: the child is reaped when
+    /// the handle closes, so a child that ignores the signal, or one sent
+    /// `SIGSTOP`, cannot hang the caller here.
     pub(crate) fn kill_child(&mut self, signal: i32) -> Result<(), EngineError> {
-        let Some(child) = self.child.take() else {
-            return Err(EngineError::new(libc::ESRCH, "no subprocess"));
+        let Some(child) = self.child.as_ref() else {
+            return Err(EngineError::new(libc::ESRCH, "no subprocess exists"));
         };
         let sig = if signal == 0 { libc::SIGTERM } else { signal };
-        // SAFETY: signals our own child and reaps it.
-        unsafe {
-            if libc::kill(child.pid, sig) == -1 {
-                let e = io::Error::last_os_error();
-                return Err(EngineError::io(&e, "kill"));
-            }
-            // A server may finish serving its client before it obeys the
-            // signal (nbdkit does): end our side so that it can.
-            if let Some(fd) = &self.fd {
-                libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR);
-            }
-            let mut status = 0;
-            libc::waitpid(child.pid, &mut status, 0);
+        // SAFETY: kill(2) on our own child, which is not reaped before the
+        // engine drops (so the pid cannot have been reused).
+        if unsafe { libc::kill(child.pid, sig) } == -1 {
+            let e = io::Error::last_os_error();
+            return Err(EngineError::io(&e, "kill"));
         }
         Ok(())
     }
