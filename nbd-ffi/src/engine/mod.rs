@@ -15,12 +15,14 @@
 //! callback's `.free` runs.
 
 mod cookie_hash;
+mod done;
 mod size;
 pub(crate) mod tls;
 pub(crate) mod transport;
 
 use crate::callbacks::NbdExtent;
 use cookie_hash::CookieHashMap;
+use done::{Done, DoneList};
 use nbd_proto::client::{
     errno, ChunkKind, Client, Command, CommandKind, Config, Event, Payload, RecvTarget, Segment,
     State,
@@ -169,7 +171,10 @@ struct Cmd {
     write: Option<RawBuf>,
     hooks: Option<Box<dyn CommandHooks>>,
     error: i32,
-    message: Option<String>,
+    /// The command's name in messages ("write").
+    name: &'static str,
+    /// A fixed explanation of `error`, if it is more than "command failed".
+    detail: Option<&'static str>,
 }
 
 impl Cmd {
@@ -183,12 +188,18 @@ impl Cmd {
     }
 }
 
-/// A completed command the caller has not retired yet.
-#[derive(Debug, Clone)]
-pub(crate) struct Done {
-    pub(crate) cookie: u64,
-    pub(crate) error: i32,
-    pub(crate) message: Option<String>,
+/// The name libnbd's messages give a command.
+fn command_name(kind: CommandKind) -> &'static str {
+    match kind {
+        CommandKind::Read => "read",
+        CommandKind::Write => "write",
+        CommandKind::Flush => "flush",
+        CommandKind::Trim => "trim",
+        CommandKind::Cache => "cache",
+        CommandKind::WriteZeroes => "zero",
+        CommandKind::BlockStatus => "block-status",
+        CommandKind::Disconnect => "disconnect",
+    }
 }
 
 struct UserOpt {
@@ -253,10 +264,13 @@ pub(crate) struct Engine {
     rstart: usize,
     rend: usize,
     cmds: CookieHashMap<Cmd>,
-    done: Vec<Done>,
+    done: DoneList,
     user_opt: Option<UserOpt>,
     opt_result: Option<OptResult>,
     dead: Option<EngineError>,
+    /// Whether `dead` is a failed system call of the transport (reset,
+    /// broken pipe), which the synchronous calls report as theirs.
+    dead_in_transport: bool,
     /// Commands in flight whose read buffer is [`LARGE_READ`] or more.
     large_reads: usize,
     /// TLS settings, when the handle may use TLS.
@@ -303,10 +317,11 @@ impl Engine {
             rstart: 0,
             rend: 0,
             cmds: CookieHashMap::default(),
-            done: Vec::new(),
+            done: DoneList::default(),
             user_opt: None,
             opt_result: None,
             dead: None,
+            dead_in_transport: false,
             large_reads: 0,
             tls_options: None,
             tls: None,
@@ -527,6 +542,7 @@ impl Engine {
             ));
         };
         let offset = cmd.offset;
+        let name = command_name(cmd.kind);
         let large = read.is_some_and(|b| b.len >= LARGE_READ);
         // Output still queued means the last send found the socket full:
         // the caller polls for POLLOUT, so a send now would only say EAGAIN.
@@ -542,7 +558,8 @@ impl Engine {
                 write,
                 hooks,
                 error: 0,
-                message: None,
+                name,
+                detail: None,
             },
         );
         self.large_reads += usize::from(large);
@@ -575,15 +592,13 @@ impl Engine {
     /// successfully, `Ok(false)` if still in flight, `Err` if it failed (now
     /// retired) or the cookie is unknown.
     pub(crate) fn command_completed(&mut self, cookie: u64) -> Result<bool, EngineError> {
-        if let Some(i) = self.done.iter().position(|d| d.cookie == cookie) {
-            let d = self.done.remove(i);
+        if let Some(d) = self.done.take(cookie) {
             if d.error == 0 {
                 return Ok(true);
             }
-            return Err(EngineError::new(
-                d.error,
-                d.message.unwrap_or_else(|| strerror(d.error)),
-            ));
+            // libnbd's text; errors.rs appends the strerror.
+            let what = d.detail.unwrap_or("command failed");
+            return Err(EngineError::new(d.error, format!("{}: {what}", d.name)));
         }
         if self.cmds.contains_key(&cookie) {
             return Ok(false);
@@ -626,7 +641,7 @@ impl Engine {
 
     /// `nbd_aio_peek_command_completed`: the first completed, unretired cookie.
     pub(crate) fn peek_completed(&self) -> Option<u64> {
-        self.done.first().map(|d| d.cookie)
+        self.done.first()
     }
 
     // ----- opt mode -----
@@ -1198,9 +1213,8 @@ impl Engine {
                 let (mut entries, overflow) = narrow_extents(&extents);
                 if overflow && cmd.error == 0 {
                     cmd.error = libc::EOVERFLOW;
-                    cmd.message = Some(
-                        "block status flags do not fit in 32 bits (use nbd_block_status_64)".into(),
-                    );
+                    cmd.detail =
+                        Some("block status flags do not fit in 32 bits (use nbd_block_status_64)");
                 }
                 let mut err = cmd.error;
                 let r = h.extent(&cname, offset, &mut entries, &mut err);
@@ -1214,23 +1228,33 @@ impl Engine {
                     self.large_reads -= 1;
                 }
                 if let Err(e) = result {
+                    // The server's text is not kept (a fixed-size record
+                    // per command, as in libnbd).
                     if cmd.error == 0 {
                         cmd.error = e.errno;
-                        cmd.message = Some(e.message);
                     }
                 }
                 let mut err = cmd.error;
-                let retire = match cmd.hooks.as_mut() {
-                    Some(h) if !self.closing => h.complete(&mut err) == 1,
-                    _ => false,
+                let r = match cmd.hooks.as_mut() {
+                    Some(h) if !self.closing => h.complete(&mut err),
+                    _ => 0,
                 };
+                // A completion callback that returns -1 with *error set
+                // changes the command's result (libnbd 1.24, "Callbacks
+                // with int *error parameter"); 0 in *error changes nothing.
+                if r == -1 && err != 0 {
+                    cmd.error = err;
+                    cmd.detail = None;
+                }
+                let retire = r == 1;
                 // Dropping the hooks frees the C callbacks, exactly once.
                 drop(cmd.hooks.take());
                 if !retire {
                     self.done.push(Done {
                         cookie,
                         error: cmd.error,
-                        message: cmd.message,
+                        name: cmd.name,
+                        detail: cmd.detail,
                     });
                 }
             }
@@ -1454,11 +1478,6 @@ fn refusal_errno(option: u32, f: &nbd_proto::client::OptionFailure) -> i32 {
 
 fn opt_label(option: u32) -> &'static str {
     nbd_proto::wire::option::opt_name(option)
-}
-
-/// `strerror` for messages.
-pub(crate) fn strerror(e: i32) -> String {
-    io::Error::from_raw_os_error(e).to_string()
 }
 
 #[allow(dead_code)]
