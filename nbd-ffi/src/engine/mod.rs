@@ -232,11 +232,25 @@ impl EngineError {
         }
     }
 
+    /// A failed system call: the message is `what` alone, since the
+    /// errno's text is appended where the message reaches C (errors.rs),
+    /// as libnbd formats it (`connect: Connection refused`). An error
+    /// without an errno keeps its own text and reports `EIO`.
     pub(crate) fn io(e: &io::Error, what: &str) -> Self {
-        EngineError::new(
-            e.raw_os_error().unwrap_or(libc::EIO),
-            format!("{what}: {e}"),
-        )
+        match e.raw_os_error() {
+            Some(errno) => EngineError::new(errno, what),
+            None => EngineError::new(libc::EIO, format!("{what}: {e}")),
+        }
+    }
+
+    /// Why the protocol client died, as errno and message.
+    pub(crate) fn from_protocol(why: &nbd_proto::client::ProtocolError) -> Self {
+        match why {
+            nbd_proto::client::ProtocolError::Transport { op, errno } => {
+                EngineError::new(*errno, *op)
+            }
+            other => EngineError::new(other.errno(), other.to_string()),
+        }
     }
 }
 
@@ -361,6 +375,12 @@ impl Engine {
     /// Why the connection died, if it did.
     pub(crate) fn death(&self) -> Option<&EngineError> {
         self.dead.as_ref()
+    }
+
+    /// Why the connection died, if a system call of the transport failed
+    /// (`recv: Connection reset by peer`).
+    pub(crate) fn transport_death(&self) -> Option<&EngineError> {
+        self.dead.as_ref().filter(|_| self.dead_in_transport)
     }
 
     /// The libnbd-level state.
@@ -763,7 +783,7 @@ impl Engine {
                             }
                             Recv::Eof => client.handle_eof(),
                             Recv::Again => break,
-                            Recv::Failed(e) => client.handle_io_error(format!("recv: {e}")),
+                            Recv::Failed(e) => transport_failed(client, "recv", &e),
                         }
                     }
                 }
@@ -808,7 +828,7 @@ impl Engine {
                             }
                             Recv::Eof => client.handle_eof(),
                             Recv::Again => break,
-                            Recv::Failed(e) => client.handle_io_error(format!("recv: {e}")),
+                            Recv::Failed(e) => transport_failed(client, "recv", &e),
                         }
                     }
                 }
@@ -981,7 +1001,7 @@ impl Engine {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        client.handle_io_error(format!("send: {e}"));
+                        transport_failed(client, "send", &e);
                         break;
                     }
                 }
@@ -999,7 +1019,7 @@ impl Engine {
                     io::ErrorKind::WouldBlock => break,
                     io::ErrorKind::Interrupted => continue,
                     _ => {
-                        client.handle_io_error(format!("send: {e}"));
+                        transport_failed(client, "send", &e);
                         break;
                     }
                 }
@@ -1312,7 +1332,9 @@ impl Engine {
             Event::Closed => self.finish_user_opt(libc::ENOTCONN, "the connection closed"),
             Event::Dead(why) => {
                 if self.dead.is_none() {
-                    self.dead = Some(EngineError::new(why.errno(), why.to_string()));
+                    self.dead = Some(EngineError::from_protocol(&why));
+                    self.dead_in_transport =
+                        matches!(why, nbd_proto::client::ProtocolError::Transport { .. });
                 }
                 self.finish_user_opt(libc::ENOTCONN, "the connection died");
             }
