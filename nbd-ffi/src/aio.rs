@@ -47,10 +47,15 @@ impl HandleInner {
                 })
             }
         }
+        // nbd_shutdown after nbd_aio_disconnect only waits; a second
+        // nbd_aio_disconnect fails (EINVAL), as in libnbd 1.24.
+        let already = wait && self.engine.client().is_some_and(|c| c.disconnect_sent());
         if flags & crate::constants::LIBNBD_SHUTDOWN_ABANDON_PENDING != 0 {
             self.engine.abandon_unsent();
         }
-        self.engine.shutdown()?;
+        if !already {
+            self.engine.shutdown()?;
+        }
         if wait {
             self.engine.run_until(|e| {
                 matches!(

@@ -229,7 +229,13 @@ impl HandleInner {
     /// Polls until `cookie` completes, then retires it: 0, or its error.
     pub(crate) fn wait_command(&mut self, cookie: u64) -> Result<c_int, Error> {
         self.engine.run_until(|e| e.is_complete(cookie))?;
-        match self.engine.command_completed(cookie)? {
+        let result = self.engine.command_completed(cookie);
+        if let (Err(_), Some(death)) = (&result, self.engine.transport_death()) {
+            // The transport failed while waiting: as in libnbd, the call
+            // reports why (`nbd_pread: recv: Connection reset by peer`).
+            return Err(death.clone().into());
+        }
+        match result? {
             true => Ok(0),
             false => Err(Error::Engine {
                 errno: libc::EIO,

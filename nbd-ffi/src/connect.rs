@@ -304,6 +304,12 @@ fn shell_word(word: &str) -> String {
 
 fn connect_uri_impl(inner: &mut HandleInner, uri: &CStr, sync: bool) -> Result<c_int, Error> {
     let parsed = crate::uri::prepare_connect(&inner.uri_policy, uri)?;
+    // The URI's fields go through the checks of the setters they stand
+    // for, before anything is applied or connected (libnbd 1.24: a
+    // 5000-byte export name fails with ENAMETOOLONG, nothing is sent).
+    let export = CString::new(parsed.export_name.clone())
+        .map_err(|_| Error::Invalid("export name contains NUL".into()))?;
+    crate::ptr::protocol_string(&export, "export name")?;
     inner.tls.apply_uri(&parsed)?;
     let (target, get_uri) = match &parsed.transport {
         Transport::Tcp { host, port } => (
@@ -339,12 +345,10 @@ fn connect_uri_impl(inner: &mut HandleInner, uri: &CStr, sync: bool) -> Result<c
             (Target::Command(argv), false)
         }
     };
-    let export = parsed.export_name.clone();
     if get_uri {
         inner.connect_to(target, Some(parsed), sync)
     } else {
-        inner.negotiation.export_name =
-            CString::new(export).map_err(|_| Error::Invalid("export name contains NUL".into()))?;
+        inner.negotiation.export_name = export;
         inner.connect_to(target, None, sync)
     }
 }
@@ -539,7 +543,7 @@ pub(crate) fn get_socket_activation_name(inner: &mut HandleInner) -> Result<Mall
 }
 
 /// `nbd_kill_subprocess`: sends `signum` (SIGTERM if 0) to the server
-/// subprocess and waits for it to exit.
+/// subprocess; `nbd_close` reaps it.
 pub(crate) fn kill_subprocess(inner: &mut HandleInner, signum: c_int) -> Result<c_int, Error> {
     if !(0..65).contains(&signum) {
         return Err(Error::InvalidValue {
@@ -552,7 +556,7 @@ pub(crate) fn kill_subprocess(inner: &mut HandleInner, signum: c_int) -> Result<
 }
 
 /// `nbd_get_subprocess_pid`: `ESRCH` when the handle has no subprocess
-/// (never had one, or `nbd_kill_subprocess` reaped it).
+/// (the pid stays known after `nbd_kill_subprocess`, as in libnbd 1.24).
 pub(crate) fn get_subprocess_pid(inner: &mut HandleInner) -> Result<i64, Error> {
     inner
         .engine

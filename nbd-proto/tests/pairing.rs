@@ -1371,7 +1371,7 @@ fn run_session(s: &Session, ops: &[Op]) -> Outcome {
         assert!(p.client.disconnect_sent());
         assert!(matches!(
             p.client.submit(Command::new(CommandKind::Read, 0, 1)),
-            Err(SubmitError::InvalidState(_))
+            Err(SubmitError::AfterDisconnect)
         ));
         p.run_until("Closed", |p| {
             matches!(p.client.state(), State::Closed | State::Dead)
@@ -1638,8 +1638,11 @@ fn disconnect_after_commands() {
         };
         cookies.push(p.submit(Command::new(CommandKind::Flush, 0, 0), f, None));
         p.client.shutdown().unwrap();
-        // A second shutdown is a no-op, and nothing more may be submitted.
-        p.client.shutdown().unwrap();
+        // A second shutdown is refused like any command after NBD_CMD_DISC
+        // (libnbd 1.24: EINVAL), and nothing more may be submitted.
+        let again = p.client.shutdown().unwrap_err();
+        assert_eq!(again, SubmitError::AfterDisconnect);
+        assert_eq!(again.errno(), nbd_proto::client::errno::EINVAL);
         assert!(p
             .client
             .submit(Command::new(CommandKind::Flush, 0, 0))

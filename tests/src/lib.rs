@@ -58,8 +58,9 @@ pub fn libnbd_api_version() -> String {
 /// alike (ours names itself in `nbd_get_version_extra`).
 pub const DEBIAN_PACKAGE_NAME: &str = "libnbd";
 
-/// How long a server may take to start listening.
-const SERVER_START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a server may take to start listening (a hang detector: a
+/// loaded machine may need far more than usual).
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a command run by [`run`] may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -606,7 +606,7 @@ fn nbdsh_transports_script() {
         ])
         .spawn()
         .expect("start nbdkit on TCP");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             std::time::Instant::now() < deadline,

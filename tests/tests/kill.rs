@@ -30,8 +30,10 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long the client may take to exit after the kill.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the client may take to exit after the kill: a hang detector,
+/// not a speed test, so generous enough for a loaded 2-core machine
+/// running other tests (10 s was not always).
+const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn env_number(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -263,7 +265,7 @@ fn nbdkit_tcp() -> (Child, String) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
-            start.elapsed() < Duration::from_secs(15),
+            start.elapsed() < Duration::from_secs(120),
             "nbdkit did not listen"
         );
         thread::sleep(Duration::from_millis(10));

@@ -274,19 +274,57 @@ fn misuse_under_memcheck() {
 
 #[test]
 fn kill_load_under_memcheck() {
-    // The error paths: the server dies with commands in flight.
+    // The error paths: the server dies with commands in flight. The kill
+    // waits for the client's READY (connected, commands in flight), not a
+    // fixed time: under valgrind on a busy machine connecting alone took
+    // longer than the 1.5 s this test used to wait, and the run failed.
+    use std::io::{BufRead, BufReader, Read, Seek};
+    use std::process::Stdio;
     let exe = cbuild::build("kill-load");
     let scratch = Scratch::new();
     let kit = Server::nbdkit(&scratch, &["memory", "64M"]);
-    let pid = kit.pid();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
-        // SAFETY: kill(2) on the nbdkit this test started, not yet reaped.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    });
-    let out = check(&exe, &["load", &kit.uri(), "7"]);
-    killer.join().unwrap();
-    let f = cbuild::fields(&out.stdout, "RESULT ");
-    assert_eq!(f["bad_frees"], 0, "{}", out.stdout);
-    assert_eq!(f["dead"], 1, "{}", out.stdout);
+    let mut err = tempfile::tempfile().expect("temporary file");
+    let mut cmd = memcheck(&exe);
+    cmd.args(["load", &kit.uri(), "7"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(err.try_clone().expect("dup")));
+    println!("$ {}", describe(&cmd));
+    let mut child = cmd.spawn().expect("start valgrind");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut stdout = String::new();
+    out.read_line(&mut stdout).expect("read the client");
+    let mut stderr = || {
+        let mut s = String::new();
+        err.rewind().expect("rewind");
+        err.read_to_string(&mut s).expect("read");
+        s
+    };
+    if stdout.trim_end() != "READY" {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the client did not get ready: {stdout:?}\n{}", stderr());
+    }
+    // SAFETY: kill(2) on the nbdkit this test started, not yet reaped.
+    unsafe { libc::kill(kit.pid(), libc::SIGKILL) };
+    out.read_to_string(&mut stdout).expect("client output");
+    let status = child.wait().expect("wait");
+    let stderr = stderr();
+    println!("{stdout}[stderr] {stderr}");
+    assert_ne!(
+        status.code(),
+        Some(VALGRIND_ERROR),
+        "valgrind found errors:\n{stderr}"
+    );
+    assert!(
+        status.success(),
+        "kill-load failed ({status}):\n{stdout}{stderr}"
+    );
+    assert!(
+        !stderr.contains("definitely lost") && !stderr.contains("Invalid "),
+        "{stderr}"
+    );
+    let f = cbuild::fields(&stdout, "RESULT ");
+    assert_eq!(f["bad_frees"], 0, "{stdout}");
+    assert_eq!(f["dead"], 1, "{stdout}");
 }

@@ -15,12 +15,14 @@
 //! callback's `.free` runs.
 
 mod cookie_hash;
+mod done;
 mod size;
 pub(crate) mod tls;
 pub(crate) mod transport;
 
 use crate::callbacks::NbdExtent;
 use cookie_hash::CookieHashMap;
+use done::{Done, DoneList};
 use nbd_proto::client::{
     errno, ChunkKind, Client, Command, CommandKind, Config, Event, Payload, RecvTarget, Segment,
     State,
@@ -169,7 +171,10 @@ struct Cmd {
     write: Option<RawBuf>,
     hooks: Option<Box<dyn CommandHooks>>,
     error: i32,
-    message: Option<String>,
+    /// The command's name in messages ("write").
+    name: &'static str,
+    /// A fixed explanation of `error`, if it is more than "command failed".
+    detail: Option<&'static str>,
 }
 
 impl Cmd {
@@ -183,12 +188,18 @@ impl Cmd {
     }
 }
 
-/// A completed command the caller has not retired yet.
-#[derive(Debug, Clone)]
-pub(crate) struct Done {
-    pub(crate) cookie: u64,
-    pub(crate) error: i32,
-    pub(crate) message: Option<String>,
+/// The name libnbd's messages give a command.
+fn command_name(kind: CommandKind) -> &'static str {
+    match kind {
+        CommandKind::Read => "read",
+        CommandKind::Write => "write",
+        CommandKind::Flush => "flush",
+        CommandKind::Trim => "trim",
+        CommandKind::Cache => "cache",
+        CommandKind::WriteZeroes => "zero",
+        CommandKind::BlockStatus => "block-status",
+        CommandKind::Disconnect => "disconnect",
+    }
 }
 
 struct UserOpt {
@@ -221,11 +232,25 @@ impl EngineError {
         }
     }
 
+    /// A failed system call: the message is `what` alone, since the
+    /// errno's text is appended where the message reaches C (errors.rs),
+    /// as libnbd formats it (`connect: Connection refused`). An error
+    /// without an errno keeps its own text and reports `EIO`.
     pub(crate) fn io(e: &io::Error, what: &str) -> Self {
-        EngineError::new(
-            e.raw_os_error().unwrap_or(libc::EIO),
-            format!("{what}: {e}"),
-        )
+        match e.raw_os_error() {
+            Some(errno) => EngineError::new(errno, what),
+            None => EngineError::new(libc::EIO, format!("{what}: {e}")),
+        }
+    }
+
+    /// Why the protocol client died, as errno and message.
+    pub(crate) fn from_protocol(why: &nbd_proto::client::ProtocolError) -> Self {
+        match why {
+            nbd_proto::client::ProtocolError::Transport { op, errno } => {
+                EngineError::new(*errno, *op)
+            }
+            other => EngineError::new(other.errno(), other.to_string()),
+        }
     }
 }
 
@@ -253,10 +278,13 @@ pub(crate) struct Engine {
     rstart: usize,
     rend: usize,
     cmds: CookieHashMap<Cmd>,
-    done: Vec<Done>,
+    done: DoneList,
     user_opt: Option<UserOpt>,
     opt_result: Option<OptResult>,
     dead: Option<EngineError>,
+    /// Whether `dead` is a failed system call of the transport (reset,
+    /// broken pipe), which the synchronous calls report as theirs.
+    dead_in_transport: bool,
     /// Commands in flight whose read buffer is [`LARGE_READ`] or more.
     large_reads: usize,
     /// TLS settings, when the handle may use TLS.
@@ -303,10 +331,11 @@ impl Engine {
             rstart: 0,
             rend: 0,
             cmds: CookieHashMap::default(),
-            done: Vec::new(),
+            done: DoneList::default(),
             user_opt: None,
             opt_result: None,
             dead: None,
+            dead_in_transport: false,
             large_reads: 0,
             tls_options: None,
             tls: None,
@@ -346,6 +375,12 @@ impl Engine {
     /// Why the connection died, if it did.
     pub(crate) fn death(&self) -> Option<&EngineError> {
         self.dead.as_ref()
+    }
+
+    /// Why the connection died, if a system call of the transport failed
+    /// (`recv: Connection reset by peer`).
+    pub(crate) fn transport_death(&self) -> Option<&EngineError> {
+        self.dead.as_ref().filter(|_| self.dead_in_transport)
     }
 
     /// The libnbd-level state.
@@ -527,6 +562,7 @@ impl Engine {
             ));
         };
         let offset = cmd.offset;
+        let name = command_name(cmd.kind);
         let large = read.is_some_and(|b| b.len >= LARGE_READ);
         // Output still queued means the last send found the socket full:
         // the caller polls for POLLOUT, so a send now would only say EAGAIN.
@@ -542,7 +578,8 @@ impl Engine {
                 write,
                 hooks,
                 error: 0,
-                message: None,
+                name,
+                detail: None,
             },
         );
         self.large_reads += usize::from(large);
@@ -575,15 +612,13 @@ impl Engine {
     /// successfully, `Ok(false)` if still in flight, `Err` if it failed (now
     /// retired) or the cookie is unknown.
     pub(crate) fn command_completed(&mut self, cookie: u64) -> Result<bool, EngineError> {
-        if let Some(i) = self.done.iter().position(|d| d.cookie == cookie) {
-            let d = self.done.remove(i);
+        if let Some(d) = self.done.take(cookie) {
             if d.error == 0 {
                 return Ok(true);
             }
-            return Err(EngineError::new(
-                d.error,
-                d.message.unwrap_or_else(|| strerror(d.error)),
-            ));
+            // libnbd's text; errors.rs appends the strerror.
+            let what = d.detail.unwrap_or("command failed");
+            return Err(EngineError::new(d.error, format!("{}: {what}", d.name)));
         }
         if self.cmds.contains_key(&cookie) {
             return Ok(false);
@@ -626,7 +661,7 @@ impl Engine {
 
     /// `nbd_aio_peek_command_completed`: the first completed, unretired cookie.
     pub(crate) fn peek_completed(&self) -> Option<u64> {
-        self.done.first().map(|d| d.cookie)
+        self.done.first()
     }
 
     // ----- opt mode -----
@@ -748,7 +783,7 @@ impl Engine {
                             }
                             Recv::Eof => client.handle_eof(),
                             Recv::Again => break,
-                            Recv::Failed(e) => client.handle_io_error(format!("recv: {e}")),
+                            Recv::Failed(e) => transport_failed(client, "recv", &e),
                         }
                     }
                 }
@@ -793,7 +828,7 @@ impl Engine {
                             }
                             Recv::Eof => client.handle_eof(),
                             Recv::Again => break,
-                            Recv::Failed(e) => client.handle_io_error(format!("recv: {e}")),
+                            Recv::Failed(e) => transport_failed(client, "recv", &e),
                         }
                     }
                 }
@@ -896,6 +931,22 @@ impl Engine {
             if !client.wants_write() {
                 break;
             }
+            if let Some(t) = self.tls.as_mut().filter(|t| t.committed() > 0) {
+                // A TLS write to retry: its bytes come from TLS's own copy,
+                // as the commands they belong to may have completed already.
+                match t.send(&[]) {
+                    Ok(Some(k)) => {
+                        self.bytes_sent += k as u64;
+                        client.advance_transmit(k);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        transport_failed(client, "send", &e);
+                        break;
+                    }
+                }
+                continue;
+            }
             let mut iov: [libc::iovec; 64] = [libc::iovec {
                 iov_base: std::ptr::null_mut(),
                 iov_len: 0,
@@ -950,7 +1001,7 @@ impl Engine {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        client.handle_io_error(format!("send: {e}"));
+                        transport_failed(client, "send", &e);
                         break;
                     }
                 }
@@ -968,7 +1019,7 @@ impl Engine {
                     io::ErrorKind::WouldBlock => break,
                     io::ErrorKind::Interrupted => continue,
                     _ => {
-                        client.handle_io_error(format!("send: {e}"));
+                        transport_failed(client, "send", &e);
                         break;
                     }
                 }
@@ -1182,9 +1233,8 @@ impl Engine {
                 let (mut entries, overflow) = narrow_extents(&extents);
                 if overflow && cmd.error == 0 {
                     cmd.error = libc::EOVERFLOW;
-                    cmd.message = Some(
-                        "block status flags do not fit in 32 bits (use nbd_block_status_64)".into(),
-                    );
+                    cmd.detail =
+                        Some("block status flags do not fit in 32 bits (use nbd_block_status_64)");
                 }
                 let mut err = cmd.error;
                 let r = h.extent(&cname, offset, &mut entries, &mut err);
@@ -1198,23 +1248,33 @@ impl Engine {
                     self.large_reads -= 1;
                 }
                 if let Err(e) = result {
+                    // The server's text is not kept (a fixed-size record
+                    // per command, as in libnbd).
                     if cmd.error == 0 {
                         cmd.error = e.errno;
-                        cmd.message = Some(e.message);
                     }
                 }
                 let mut err = cmd.error;
-                let retire = match cmd.hooks.as_mut() {
-                    Some(h) if !self.closing => h.complete(&mut err) == 1,
-                    _ => false,
+                let r = match cmd.hooks.as_mut() {
+                    Some(h) if !self.closing => h.complete(&mut err),
+                    _ => 0,
                 };
+                // A completion callback that returns -1 with *error set
+                // changes the command's result (libnbd 1.24, "Callbacks
+                // with int *error parameter"); 0 in *error changes nothing.
+                if r == -1 && err != 0 {
+                    cmd.error = err;
+                    cmd.detail = None;
+                }
+                let retire = r == 1;
                 // Dropping the hooks frees the C callbacks, exactly once.
                 drop(cmd.hooks.take());
                 if !retire {
                     self.done.push(Done {
                         cookie,
                         error: cmd.error,
-                        message: cmd.message,
+                        name: cmd.name,
+                        detail: cmd.detail,
                     });
                 }
             }
@@ -1272,7 +1332,9 @@ impl Engine {
             Event::Closed => self.finish_user_opt(libc::ENOTCONN, "the connection closed"),
             Event::Dead(why) => {
                 if self.dead.is_none() {
-                    self.dead = Some(EngineError::new(why.errno(), why.to_string()));
+                    self.dead = Some(EngineError::from_protocol(&why));
+                    self.dead_in_transport =
+                        matches!(why, nbd_proto::client::ProtocolError::Transport { .. });
                 }
                 self.finish_user_opt(libc::ENOTCONN, "the connection died");
             }
@@ -1300,25 +1362,20 @@ impl Engine {
         }
     }
 
-    /// Kills the child process (`nbd_kill_subprocess`).
+    /// Signals the child process (`nbd_kill_subprocess`). It neither waits
+    /// nor touches the connection, as in libnbd: the child is reaped when
+    /// the handle closes, so a child that ignores the signal, or one sent
+    /// `SIGSTOP`, cannot hang the caller here.
     pub(crate) fn kill_child(&mut self, signal: i32) -> Result<(), EngineError> {
-        let Some(child) = self.child.take() else {
-            return Err(EngineError::new(libc::ESRCH, "no subprocess"));
+        let Some(child) = self.child.as_ref() else {
+            return Err(EngineError::new(libc::ESRCH, "no subprocess exists"));
         };
         let sig = if signal == 0 { libc::SIGTERM } else { signal };
-        // SAFETY: signals our own child and reaps it.
-        unsafe {
-            if libc::kill(child.pid, sig) == -1 {
-                let e = io::Error::last_os_error();
-                return Err(EngineError::io(&e, "kill"));
-            }
-            // A server may finish serving its client before it obeys the
-            // signal (nbdkit does): end our side so that it can.
-            if let Some(fd) = &self.fd {
-                libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR);
-            }
-            let mut status = 0;
-            libc::waitpid(child.pid, &mut status, 0);
+        // SAFETY: kill(2) on our own child, which is not reaped before the
+        // engine drops (so the pid cannot have been reused).
+        if unsafe { libc::kill(child.pid, sig) } == -1 {
+            let e = io::Error::last_os_error();
+            return Err(EngineError::io(&e, "kill"));
         }
         Ok(())
     }
@@ -1405,6 +1462,14 @@ unsafe fn recv(tls: &mut Option<tls::TlsSession>, fd: RawFd, dst: *mut u8, len: 
     }
 }
 
+/// Reports a failed `recv`/`send` to the client, keeping its errno.
+fn transport_failed(client: &mut Client, op: &'static str, e: &io::Error) {
+    match e.raw_os_error() {
+        Some(errno) => client.handle_transport_error(op, errno),
+        None => client.handle_io_error(format!("{op}: {e}")),
+    }
+}
+
 fn call_chunk(cmd: &mut Cmd, sub: *mut u8, len: usize, offset: u64, status: u32) {
     if let Some(h) = cmd.hooks.as_mut() {
         let mut err = cmd.error;
@@ -1435,11 +1500,6 @@ fn refusal_errno(option: u32, f: &nbd_proto::client::OptionFailure) -> i32 {
 
 fn opt_label(option: u32) -> &'static str {
     nbd_proto::wire::option::opt_name(option)
-}
-
-/// `strerror` for messages.
-pub(crate) fn strerror(e: i32) -> String {
-    io::Error::from_raw_os_error(e).to_string()
 }
 
 #[allow(dead_code)]

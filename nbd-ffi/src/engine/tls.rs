@@ -65,8 +65,10 @@ pub(crate) struct TlsSession {
     write_waits: u32,
     /// Small segments gathered into one record.
     gather: Vec<u8>,
-    /// See [`TlsSession::committed`].
-    committed: usize,
+    /// A copy of the bytes a write that must be retried offered OpenSSL
+    /// (see [`TlsSession::committed`]): the retry sends these, whatever
+    /// the caller's queue holds by then.
+    held: Vec<u8>,
     close_notify_sent: bool,
 }
 
@@ -398,7 +400,7 @@ impl TlsSession {
             read_waits: 0,
             write_waits: 0,
             gather: Vec::new(),
-            committed: 0,
+            held: Vec::new(),
             close_notify_sent: false,
         })
     }
@@ -510,10 +512,7 @@ impl TlsSession {
                 ErrorCode::ZERO_RETURN => Recv::Eof,
                 // The peer closed without close_notify.
                 ErrorCode::SYSCALL if e.io_error().is_none() => Recv::Eof,
-                _ => Recv::Failed(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("TLS: {e}"),
-                )),
+                _ => Recv::Failed(tls_io_error(e)),
             },
         }
     }
@@ -521,53 +520,73 @@ impl TlsSession {
     /// Encrypts and sends from `segments` (in order): `Ok(Some(n))` with the
     /// bytes taken, `Ok(None)` when the socket is full (see
     /// [`TlsSession::write_waits`]).
+    ///
+    /// A write OpenSSL could not finish must be retried with the same
+    /// bytes, and part of them may already be on the wire (OpenSSL sent
+    /// whole records of it without saying so). So they are copied and the
+    /// retries send the copy, ignoring `segments` until it is gone: the
+    /// server may already have answered a request in those bytes, and the
+    /// caller may have released its write buffer (the command completed)
+    /// before the retry. Retrying from the caller's queue instead, with
+    /// whatever it held by then, is what failed with "write payload
+    /// missing" under many parallel writes.
     pub(crate) fn send(&mut self, segments: &[&[u8]]) -> io::Result<Option<usize>> {
-        let first = segments.first().copied().unwrap_or_default();
-        // At most one record per call: then what OpenSSL may have taken
-        // from a call that could not finish is known ([`TlsSession::committed`]).
-        let data: &[u8] = if first.len() >= RECORD || segments.len() == 1 {
-            &first[..first.len().min(RECORD)]
+        let retry = !self.held.is_empty();
+        let data: &[u8] = if retry {
+            &self.held
         } else {
-            self.gather.clear();
-            for s in segments {
-                let room = RECORD - self.gather.len();
-                self.gather.extend_from_slice(&s[..s.len().min(room)]);
-                if self.gather.len() == RECORD {
-                    break;
+            let first = segments.first().copied().unwrap_or_default();
+            // At most one record per call.
+            if first.len() >= RECORD || segments.len() == 1 {
+                &first[..first.len().min(RECORD)]
+            } else {
+                self.gather.clear();
+                for s in segments {
+                    let room = RECORD - self.gather.len();
+                    self.gather.extend_from_slice(&s[..s.len().min(room)]);
+                    if self.gather.len() == RECORD {
+                        break;
+                    }
                 }
+                &self.gather
             }
-            &self.gather
         };
-        match self.stream.ssl_write(data) {
+        let result = self.stream.ssl_write(data);
+        let waits = match &result {
+            Ok(_) => 0,
+            Err(e) if e.code() == ErrorCode::WANT_WRITE => DIRECTION_WRITE,
+            Err(e) if e.code() == ErrorCode::WANT_READ => DIRECTION_READ,
+            Err(_) => 0,
+        };
+        if waits != 0 && !retry {
+            let copy = data.to_vec();
+            self.held = copy;
+        }
+        match result {
             Ok(n) => {
                 self.write_waits = 0;
-                self.committed = 0;
+                if retry {
+                    // What OpenSSL did not take is plain queued data again,
+                    // still sent from the copy.
+                    self.held.drain(..n.min(self.held.len()));
+                    self.held.shrink_to(RECORD);
+                }
                 Ok(Some(n))
             }
-            Err(e) => match e.code() {
-                ErrorCode::WANT_WRITE => {
-                    self.write_waits = DIRECTION_WRITE;
-                    self.committed = data.len();
-                    Ok(None)
-                }
-                ErrorCode::WANT_READ => {
-                    self.write_waits = DIRECTION_READ;
-                    self.committed = data.len();
-                    Ok(None)
-                }
-                _ => Err(match e.into_io_error() {
-                    Ok(io) => io,
-                    Err(e) => io::Error::other(format!("TLS: {e}")),
-                }),
-            },
+            Err(_) if waits != 0 => {
+                self.write_waits = waits;
+                Ok(None)
+            }
+            Err(e) => Err(tls_io_error(e)),
         }
     }
 
     /// Bytes at the head of the output that OpenSSL may already have
     /// encrypted in a write that must be retried: they can no longer be
-    /// withdrawn (`LIBNBD_SHUTDOWN_ABANDON_PENDING`).
+    /// withdrawn (`LIBNBD_SHUTDOWN_ABANDON_PENDING`), and the next
+    /// [`TlsSession::send`] sends them from its own copy.
     pub(crate) fn committed(&self) -> usize {
-        self.committed
+        self.held.len()
     }
 
     /// Sends TLS close_notify once (best effort: it is not retried if the
@@ -583,6 +602,16 @@ impl TlsSession {
         self.close_notify_sent = true;
         let _ = self.stream.shutdown();
     }
+}
+
+/// A failed TLS read or write as an `io::Error`: a system call's error
+/// keeps its errno (a reset stays `ECONNRESET`), anything else is
+/// OpenSSL's text.
+fn tls_io_error(e: openssl::ssl::Error) -> io::Error {
+    if let Some(errno) = e.io_error().and_then(io::Error::raw_os_error) {
+        return io::Error::from_raw_os_error(errno);
+    }
+    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
 }
 
 #[cfg(test)]
@@ -626,6 +655,104 @@ mod tests {
         // A missing file is an error at handshake time, not a cached context.
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(shared_context(&psk_opts(&file, "alice")).is_err());
+    }
+
+    /// Waits until `fd` is ready for `dir` (`DIRECTION_*` bits).
+    fn wait(fd: RawFd, dir: u32) {
+        let mut events = 0;
+        if dir & DIRECTION_READ != 0 {
+            events |= libc::POLLIN;
+        }
+        if dir & DIRECTION_WRITE != 0 || events == 0 {
+            events |= libc::POLLOUT;
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        assert!(unsafe { libc::poll(&mut pfd, 1, -1) } >= 0);
+    }
+
+    /// A write OpenSSL could not finish is retried with the bytes it was
+    /// offered first, whatever the caller offers by then. (The engine's
+    /// queue may have changed before the retry: more requests appended, or
+    /// a write whose bytes OpenSSL had already sent answered by the server
+    /// and gone. Retrying from the queue made OpenSSL refuse the shorter
+    /// retry, or stopped the engine with "write payload missing".)
+    #[test]
+    fn a_retried_write_sends_the_bytes_first_offered() {
+        use openssl::ssl::SslMethod;
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::net::UnixStream;
+        let dir = std::env::temp_dir().join(format!("nbd-tls-retry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keys.psk");
+        let key = [0x42u8; 32];
+        std::fs::write(&file, format!("alice:{}\n", "42".repeat(32))).unwrap();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let mut b = SslContextBuilder::new(SslMethod::tls_server()).unwrap();
+            b.set_psk_server_callback(move |_ssl, id, psk| match id {
+                Some(b"alice") => {
+                    psk[..key.len()].copy_from_slice(&key);
+                    Ok(key.len())
+                }
+                _ => Ok(0),
+            });
+            b.set_cipher_list("PSK").unwrap();
+            let ctx = b.build();
+            let mut s = Ssl::new(&ctx).unwrap().accept(theirs).unwrap();
+            // Not a byte is read until the client's socket is full.
+            go_rx.recv().unwrap();
+            let mut all = Vec::new();
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                all.extend_from_slice(&buf[..n]);
+            }
+            all
+        });
+        let fd = ours.as_raw_fd();
+        let mut t = TlsSession::new(&psk_opts(&file, "alice"), fd).unwrap();
+        while !t.handshake().unwrap() {
+            wait(fd, t.handshake_waits());
+        }
+        let stream: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+        let mut sent = 0;
+        while let Some(n) = t.send(&[&stream[sent..]]).unwrap() {
+            sent += n;
+            assert!(sent < stream.len(), "the socket never filled");
+        }
+        assert!(t.committed() > 0, "a write is waiting to be retried");
+        go.send(()).unwrap();
+        // The caller now offers other bytes, fewer of them.
+        let other = [0xeeu8; 100];
+        while t.committed() > 0 {
+            match t.send(&[&other]).unwrap() {
+                Some(n) => sent += n,
+                None => wait(fd, t.write_waits()),
+            }
+        }
+        while sent < stream.len() {
+            match t.send(&[&stream[sent..]]).unwrap() {
+                Some(n) => sent += n,
+                None => wait(fd, t.write_waits()),
+            }
+        }
+        t.close_notify();
+        drop(t);
+        drop(ours);
+        let got = server.join().unwrap();
+        assert_eq!(got.len(), stream.len());
+        assert!(got == stream, "the server got other bytes than the stream");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

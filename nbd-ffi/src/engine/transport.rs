@@ -391,6 +391,12 @@ pub(crate) fn spawn_socket_activation(
     name: &str,
 ) -> io::Result<(Pending, Child, PathBuf)> {
     let dir = make_temp_dir()?;
+    // Until the connection owns them, every failure below removes the
+    // directory and kills and reaps the child.
+    let mut cleanup = ActivationCleanup {
+        dir: Some(dir.clone()),
+        pid: None,
+    };
     let sock = dir.join("sock");
     let listener = {
         let fd = socket(libc::AF_UNIX)?;
@@ -433,6 +439,9 @@ pub(crate) fn spawn_socket_activation(
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
+    if pid > 0 {
+        cleanup.pid = Some(pid);
+    }
     if pid == 0 {
         // SAFETY: child side; see above.
         unsafe {
@@ -453,7 +462,10 @@ pub(crate) fn spawn_socket_activation(
         }
     }
     drop(listener);
+    // A child that exits at once (a missing program) closes the listener:
+    // the connect is refused, and the cleanup reaps it.
     let pending = connect_unix(&sock)?;
+    cleanup.disarm();
     Ok((
         pending,
         Child {
@@ -462,6 +474,39 @@ pub(crate) fn spawn_socket_activation(
         },
         dir,
     ))
+}
+
+/// What a failed socket activation leaves behind: its private directory
+/// and, once forked, its child. Dropped armed, it kills and reaps the child
+/// and removes the directory.
+struct ActivationCleanup {
+    dir: Option<PathBuf>,
+    pid: Option<libc::pid_t>,
+}
+
+impl ActivationCleanup {
+    /// The connection owns both now.
+    fn disarm(&mut self) {
+        self.dir = None;
+        self.pid = None;
+    }
+}
+
+impl Drop for ActivationCleanup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let mut status = 0;
+            // SAFETY: our own child, not reaped yet; SIGKILL cannot be
+            // ignored or held by a stopped child, so waitpid returns.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// The `sockaddr_un` of `path` (too long or containing NUL: `ENAMETOOLONG`).

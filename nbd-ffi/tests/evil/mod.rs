@@ -606,6 +606,25 @@ impl Evil {
         }
     }
 
+    /// Waits until the client has sent something, then closes the socket
+    /// without reading it: unread data makes the kernel reset the
+    /// connection, so the client's next `recv` fails with `ECONNRESET`.
+    pub(crate) fn reset_when_readable(&mut self) {
+        let Sock::Plain(plain) = &self.sock else {
+            panic!("a reset needs the plain socket");
+        };
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(plain),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, IO_TIMEOUT.as_millis() as c_int) };
+        assert_eq!(r, 1, "the client sent nothing");
+        self.hung_up = true;
+        self.sock = Sock::Gone;
+    }
+
     /// Vanishes: the client sees end of file at once. The server keeps
     /// reading (and discarding) until the client closes its end, so that
     /// the client never sees a reset instead of the end of file.

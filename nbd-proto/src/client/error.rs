@@ -51,6 +51,7 @@ pub mod errno {
 
 /// A violation that ends the connection: after it the client is dead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// A message could not be decoded.
     #[error("{0}")]
@@ -99,9 +100,20 @@ pub enum ProtocolError {
     /// The server closed the connection before the protocol was finished.
     #[error("server closed the connection unexpectedly")]
     Eof,
-    /// The transport failed (reported by the driver).
+    /// The transport failed (reported by the driver) in a way that has no
+    /// errno (an internal inconsistency of the driver).
     #[error("transport error: {0}")]
     Io(String),
+    /// A system call of the transport failed (reported by the driver with
+    /// [`Client::handle_transport_error`](super::Client::handle_transport_error)):
+    /// the errno survives, so that a C caller sees `ECONNRESET`, not `EIO`.
+    #[error("{op} failed with errno {errno}")]
+    Transport {
+        /// What failed ("recv", "send").
+        op: &'static str,
+        /// The errno it reported.
+        errno: i32,
+    },
     /// The driver asked to end the connection.
     #[error("connection shut down")]
     Shutdown,
@@ -114,6 +126,7 @@ impl ProtocolError {
             ProtocolError::Refused { errno, .. } => *errno,
             ProtocolError::TlsRequired(_) => errno::ENOTSUP,
             ProtocolError::Eof | ProtocolError::Shutdown => errno::ENOTCONN,
+            ProtocolError::Transport { errno, .. } => *errno,
             ProtocolError::Io(_) | ProtocolError::TlsFailed(_) => errno::EIO,
             _ => errno::EPROTO,
         }
@@ -121,7 +134,9 @@ impl ProtocolError {
 }
 
 /// Why one command failed; the connection goes on unless it died too.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+#[non_exhaustive]
 pub struct CommandError {
     /// The errno to report.
     pub errno: i32,
@@ -143,7 +158,9 @@ impl CommandError {
 }
 
 /// An option the server answered with an error; negotiation may go on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", FailureText(*.reply_type, .message))]
+#[non_exhaustive]
 pub struct OptionFailure {
     /// The `NBD_REP_ERR_*` reply type.
     pub reply_type: u32,
@@ -171,11 +188,15 @@ impl OptionFailure {
     }
 }
 
-impl core::fmt::Display for OptionFailure {
+/// How an [`OptionFailure`] reads: the reply type's name, then the
+/// server's message if it sent one.
+struct FailureText<'a>(u32, &'a String);
+
+impl core::fmt::Display for FailureText<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(crate::wire::option::rep_error_name(self.reply_type))?;
-        if !self.message.is_empty() {
-            write!(f, ": {}", self.message)?;
+        f.write_str(crate::wire::option::rep_error_name(self.0))?;
+        if !self.1.is_empty() {
+            write!(f, ": {}", self.1)?;
         }
         Ok(())
     }
@@ -183,6 +204,7 @@ impl core::fmt::Display for OptionFailure {
 
 /// Why a command or option was not accepted for sending. Nothing was queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubmitError {
     /// The connection is not in a state that allows this.
     #[error("invalid state: {0}")]
@@ -212,6 +234,13 @@ pub enum SubmitError {
     /// The arguments are inconsistent (e.g. payload length differs from length).
     #[error("invalid argument: {0}")]
     Invalid(&'static str),
+    /// Opt mode against a server without fixed newstyle negotiation: only
+    /// `NBD_OPT_EXPORT_NAME` (`opt_go`) and ending the connection are possible.
+    #[error("server is not using fixed newstyle protocol")]
+    NotFixedNewstyle,
+    /// `NBD_CMD_DISC` was already queued: no command may follow it.
+    #[error("cannot request more commands after NBD_CMD_DISC")]
+    AfterDisconnect,
 }
 
 impl SubmitError {
@@ -221,6 +250,7 @@ impl SubmitError {
             SubmitError::InvalidState(_) => errno::ENOTCONN,
             SubmitError::TooLarge => errno::ERANGE,
             SubmitError::ReadOnly => errno::EPERM,
+            SubmitError::NotFixedNewstyle => errno::ENOTSUP,
             SubmitError::OutOfBounds => errno::EINVAL,
             _ => errno::EINVAL,
         }

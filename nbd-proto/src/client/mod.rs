@@ -760,6 +760,17 @@ impl Client {
         self.update_direction();
     }
 
+    /// A system call of the transport failed with `errno` (`op` is "recv",
+    /// "send", ...): like [`Client::handle_io_error`], keeping the errno.
+    pub fn handle_transport_error(&mut self, op: &'static str, errno: i32) {
+        match self.phase {
+            Phase::Closed | Phase::Dead => {}
+            _ if self.disconnect_sent || self.aborting() => self.close(),
+            _ => self.die(ProtocolError::Transport { op, errno }),
+        }
+        self.update_direction();
+    }
+
     /// Ends the connection at once, failing any commands in flight (for
     /// `nbd_shutdown` with abandon, or closing a handle).
     pub fn abandon(&mut self) {

@@ -157,6 +157,11 @@ impl Client {
                         self.plan.push_back(Step::StartTls);
                     }
                     self.plan_after_tls();
+                } else if self.config.opt_mode {
+                    // As libnbd: opt mode waits for the caller even here;
+                    // only nbd_opt_go (as NBD_OPT_EXPORT_NAME) and
+                    // nbd_opt_abort can follow.
+                    self.plan.push_back(Step::Pause);
                 } else {
                     self.plan.push_back(Step::ExportName);
                 }
@@ -578,6 +583,19 @@ impl Client {
     fn queue_opt(&mut self, steps: &[Step]) -> Result<(), SubmitError> {
         if self.state() != super::State::Negotiating {
             return Err(SubmitError::InvalidState("the handle is not negotiating"));
+        }
+        if !self.fixed_newstyle {
+            // Without fixed newstyle the only option a server understands
+            // is NBD_OPT_EXPORT_NAME, which ends negotiation; libnbd sends
+            // nothing to abort (the connection is simply dropped).
+            match steps.last() {
+                Some(Step::Go) => self.plan.push_back(Step::ExportName),
+                Some(Step::Abort) => self.die(ProtocolError::Shutdown),
+                _ => return Err(SubmitError::NotFixedNewstyle),
+            }
+            self.advance_plan();
+            self.update_direction();
+            return Ok(());
         }
         self.plan.extend(steps.iter().cloned());
         self.advance_plan();

@@ -79,7 +79,7 @@ impl Client {
             return Err(SubmitError::InvalidState("the handle is not connected"));
         }
         if self.disconnect_sent {
-            return Err(SubmitError::InvalidState("the connection is shutting down"));
+            return Err(SubmitError::AfterDisconnect);
         }
         self.check_command(&c)?;
         let cookie = self.next_cookie;
@@ -159,13 +159,11 @@ impl Client {
     /// flight still complete), `NBD_OPT_ABORT` while negotiating.
     pub fn shutdown(&mut self) -> Result<(), SubmitError> {
         match self.state() {
-            super::State::Ready | super::State::Processing => {
-                if self.disconnect_sent {
-                    return Ok(());
-                }
-                self.submit(Command::new(CommandKind::Disconnect, 0, 0))
-                    .map(|_| ())
-            }
+            // A second disconnect is refused like any command after the
+            // first (libnbd 1.24: EINVAL).
+            super::State::Ready | super::State::Processing => self
+                .submit(Command::new(CommandKind::Disconnect, 0, 0))
+                .map(|_| ()),
             super::State::Negotiating => self.opt_abort(),
             _ => Err(SubmitError::InvalidState("the handle is not connected")),
         }
