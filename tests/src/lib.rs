@@ -894,7 +894,11 @@ impl Server {
                 continue;
             }
             let path = latest_libdir().join(format!("nbdkit/filters/nbdkit-{f}-filter.so"));
-            assert!(path.is_file(), "nbdkit 1.48 has no filter {}", path.display());
+            assert!(
+                path.is_file(),
+                "nbdkit 1.48 has no filter {}",
+                path.display()
+            );
             cmd.arg(format!("--filter={}", path.display()));
         }
         cmd.arg(latest_nbdkit_plugin(plugin)).args(args);
@@ -908,6 +912,27 @@ impl Server {
         let mut args = vec!["--tls=require", psk.as_str()];
         args.extend_from_slice(plugin_and_args);
         Server::nbdkit(scratch, &args)
+    }
+
+    /// [`Server::nbdkit_latest`] listening on a free port of 127.0.0.1
+    /// instead of a Unix socket (see [`Server::tcp_port`]).
+    pub fn nbdkit_latest_tcp(scratch: &Scratch, plugin_and_args: &[&str]) -> Server {
+        let (plugin, args) = plugin_and_args.split_first().expect("a plugin name");
+        let (socket, log) = server_paths(scratch, "nbdkit-1.48");
+        let port = free_tcp_port();
+        let mut cmd = latest_tool("nbdkit", Side::Libnbd);
+        cmd.args([
+            "--foreground",
+            "--exit-with-parent",
+            "--threads=1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+        ])
+        .arg(port.to_string())
+        .arg(latest_nbdkit_plugin(plugin))
+        .args(args);
+        Server::spawn("nbdkit 1.48", cmd, socket, log, "", Some(port))
     }
 
     /// `nbdkit` like [`Server::nbdkit`], listening on a free port of
