@@ -413,6 +413,31 @@ const CONNECT_DIFFS: &[Expected] = &[
     },
 ];
 
+/// Known differences of `tests/c/diff/opt.c`.
+const OPT_DIFFS: &[Expected] = &[
+    Expected {
+        libnbd: &["nbd_get_canonical_export_name (h) = NULL ENOTSUP"],
+        ours: &["nbd_get_canonical_export_name (h) = \"other\""],
+        defect: "nbd_get_canonical_export_name without nbd_set_full_info: ours answers with the requested name; libnbd fails with ENOTSUP (the server sent no NBD_INFO_NAME)",
+    },
+    Expected {
+        libnbd: &["state opt mode, no fixed newstyle: created=0 connecting=0 negotiating=1 ready=0 processing=0 dead=0 closed=0"],
+        ours: &["state opt mode, no fixed newstyle: created=0 connecting=0 negotiating=0 ready=1 processing=0 dead=0 closed=0"],
+        defect: "opt mode without fixed newstyle sends the export name at once (ready); libnbd stays negotiating (issue 11)",
+    },
+    Expected {
+        libnbd: &[
+            "nbd_opt_list (h, (nbd_list_callback) { .callback = list_cb, .user_data = \"nofixed\", .free = free_tag }) = -1 ENOTSUP",
+            "nbd_opt_go (h) = 0",
+        ],
+        ours: &[
+            "nbd_opt_list (h, (nbd_list_callback) { .callback = list_cb, .user_data = \"nofixed\", .free = free_tag }) = -1 EINVAL",
+            "nbd_opt_go (h) = -1 EINVAL",
+        ],
+        defect: "follows from the previous one: options fail with EINVAL (not negotiating); libnbd refuses the option with ENOTSUP and nbd_opt_go works",
+    },
+];
+
 // ---------------------------------------------------------------------------
 // The cases
 
@@ -474,7 +499,7 @@ fn shutdown_and_disconnect() {
 
 #[test]
 fn opt_mode() {
-    differential("opt", &[], |scratch, _| {
+    differential("opt", OPT_DIFFS, |scratch, _| {
         let mem = nbdkit(
             scratch,
             &["exportname"],

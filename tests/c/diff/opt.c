@@ -46,6 +46,21 @@ quiet_free (void *user_data)
   opt_freed++;
 }
 
+static int
+fail_list_cb (void *user_data, const char *name, const char *description)
+{
+  (void) description;
+  say ("  list %s name=\"%s\" -> -1", (const char *) user_data, name);
+  return -1;
+}
+
+static int
+fail_ctx_cb (void *user_data, const char *name)
+{
+  say ("  context %s \"%s\" -> -1", (const char *) user_data, name);
+  return -1;
+}
+
 static void
 free_tag (void *user_data)
 {
@@ -133,6 +148,60 @@ main (int argc, char *argv[])
   T (nbd_set_export_name (h, ""));
   T (nbd_opt_go (h));
   state (h, "after opt_go");
+  nbd_close (h);
+  /* Callbacks returning -1 (the server's answers go on). */
+  h = nbd_create ();
+  T (nbd_set_opt_mode (h, true));
+  T (nbd_connect_uri (h, argv[1]));
+  T (nbd_opt_list (h, (nbd_list_callback) { .callback = fail_list_cb, .user_data = "fail", .free = free_tag }));
+  T (nbd_opt_list_meta_context (h, (nbd_context_callback) { .callback = fail_ctx_cb, .user_data = "fail", .free = free_tag }));
+  /* A missing export: the aio form's completion sees the error. */
+  T (nbd_set_export_name (h, "missing"));
+  opt_done = 0; opt_err = -1; opt_freed = 0;
+  c = T (nbd_aio_opt_info (h, (nbd_completion_callback) { .callback = opt_done_cb, .free = quiet_free }));
+  for (int i = 0; i < 50 && c != -1 && !opt_done; i++)
+    if (nbd_poll (h, 1000) == -1) break;
+  say ("aio_opt_info: done=%d error=%s freed=%d", opt_done, errname (opt_err), opt_freed);
+  state (h, "after failed aio_opt_info");
+  T (nbd_opt_info (h));
+  T (nbd_get_size (h));
+  opt_done = 0; opt_err = -1; opt_freed = 0;
+  c = T (nbd_aio_opt_go (h, (nbd_completion_callback) { .callback = opt_done_cb, .free = quiet_free }));
+  for (int i = 0; i < 50 && c != -1 && !opt_done; i++)
+    if (nbd_poll (h, 1000) == -1) break;
+  say ("aio_opt_go: done=%d error=%s freed=%d", opt_done, errname (opt_err), opt_freed);
+  state (h, "after failed aio_opt_go");
+  T (nbd_set_export_name (h, "other"));
+  T (nbd_opt_go (h));
+  TS (nbd_get_export_name (h));
+  TS (nbd_get_canonical_export_name (h));
+  nbd_close (h);
+
+  /* Opt mode without asking for fixed newstyle. */
+  h = nbd_create ();
+  T (nbd_set_handshake_flags (h, 0));
+  T (nbd_set_opt_mode (h, true));
+  T (nbd_connect_uri (h, argv[1]));
+  state (h, "opt mode, no fixed newstyle");
+  T (nbd_opt_list (h, (nbd_list_callback) { .callback = list_cb, .user_data = "nofixed", .free = free_tag }));
+  T (nbd_opt_go (h));
+  state (h, "after opt_go");
+  TC (nbd_get_protocol (h));
+  nbd_close (h);
+
+  /* Opt mode without requesting structured replies, then asking. */
+  h = nbd_create ();
+  T (nbd_set_request_structured_replies (h, false));
+  T (nbd_set_request_extended_headers (h, false));
+  T (nbd_set_opt_mode (h, true));
+  T (nbd_connect_uri (h, argv[1]));
+  T (nbd_get_structured_replies_negotiated (h));
+  T (nbd_opt_structured_reply (h));
+  T (nbd_opt_structured_reply (h));
+  T (nbd_get_structured_replies_negotiated (h));
+  T (nbd_opt_extended_headers (h));
+  T (nbd_opt_go (h));
+  T (nbd_get_structured_replies_negotiated (h));
   nbd_close (h);
   say ("end");
   return 0;
