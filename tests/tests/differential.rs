@@ -89,6 +89,7 @@ fn on_side(exe: &Path, side: Side) -> Command {
 /// A difference between the two traces that a known defect of ours
 /// causes: the consecutive lines `libnbd` of libnbd 1.24.4's trace are
 /// the lines `ours` in ours (one hunk of a line diff).
+#[derive(Clone, Copy)]
 struct Expected {
     libnbd: &'static [&'static str],
     ours: &'static [&'static str],
@@ -587,4 +588,71 @@ fn connect_transports() {
 /// nbdkit 1.48's memory plugin (1 MiB) on a free TCP port of 127.0.0.1.
 fn nbdkit_tcp(scratch: &Scratch) -> Server {
     Server::nbdkit_latest_tcp(scratch, &["memory", "1M"])
+}
+
+#[test]
+fn info_on_qemu_nbd() {
+    // qemu-nbd negotiates extended headers and sends a description.
+    differential("info", INFO_DIFFS, |scratch, _| {
+        let image = scratch.file("disk.raw");
+        qemu_img_create(&image, "raw", 1024 * 1024);
+        let s = Server::qemu_nbd(scratch, &image, "raw", "", &["-D", "a disk"]);
+        let uri = s.uri();
+        (vec![s], vec![uri])
+    });
+}
+
+#[test]
+fn info_on_nbd_server() {
+    // nbd-server: simple replies only, and no NBD_INFO_NAME.
+    let mut diffs = INFO_DIFFS.to_vec();
+    diffs.push(Expected {
+        libnbd: &["nbd_get_canonical_export_name (h) = NULL ENOTSUP"],
+        ours: &["nbd_get_canonical_export_name (h) = \"one\""],
+        defect: "nbd_get_canonical_export_name when the server sent no NBD_INFO_NAME: ours answers with the requested name; libnbd fails with ENOTSUP",
+    });
+    differential("info", &diffs, |scratch, _| {
+        let file = scratch.file("disk.img");
+        std::fs::write(&file, vec![0u8; 1024 * 1024]).unwrap();
+        let s = Server::nbd_server(
+            scratch,
+            &[NbdServerExport {
+                name: "one".into(),
+                file,
+                size: 1024 * 1024,
+                readonly: false,
+            }],
+        );
+        let uri = s.uri();
+        (vec![s], vec![uri])
+    });
+}
+
+#[test]
+fn commands_on_qemu_nbd() {
+    // Extended headers (64-bit block status) on the main export.
+    differential("commands", COMMANDS_DIFFS, |scratch, _| {
+        let image = scratch.file("disk.raw");
+        qemu_img_create(&image, "raw", 1024 * 1024);
+        let main = Server::qemu_nbd(scratch, &image, "raw", "", &[]);
+        let err = nbdkit(
+            scratch,
+            &["error"],
+            &[
+                "memory",
+                "1M",
+                "error-pwrite=EIO",
+                "error-pwrite-rate=100%",
+                "error-trim=ENOSPC",
+                "error-trim-rate=100%",
+                "error-zero=EPERM",
+                "error-zero-rate=100%",
+            ],
+        );
+        let ro_image = scratch.file("ro.raw");
+        qemu_img_create(&ro_image, "raw", 1024 * 1024);
+        let ro = Server::qemu_nbd(scratch, &ro_image, "raw", "", &["-r"]);
+        let args = vec![main.uri(), err.uri(), ro.uri()];
+        (vec![main, err, ro], args)
+    });
 }

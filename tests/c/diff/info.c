@@ -131,8 +131,11 @@ main (int argc, char *argv[])
   T (nbd_get_nr_meta_contexts (h));
   T (nbd_add_meta_context (h, "base:allocation"));
 
-  /* Connect, then the same questions. */
+  /* Connect (with debug messages going to the callback), then the same
+   * questions. */
+  T (nbd_set_debug (h, true));
   T (nbd_connect_uri (h, argv[1]));
+  T (nbd_set_debug (h, false));
   state (h, "connected");
   T (nbd_get_size (h));
   T (nbd_is_read_only (h));
