@@ -116,14 +116,21 @@ def main():
         cbs = sorted(set(re.findall(r"nbd_(\w+)_callback", f["args"]) +
                          re.findall(r"(\w+)_callback", f["args"])))
         cb = ", ".join(sorted(set(cbs)))
+        rules = []
+        for sent in re.split(r"(?<=\.)\s+", desc):
+            if re.search(r"may be called|can be called|safe to call|exactly once|"
+                         r"called once|only be used|can only|must not be called|"
+                         r"is called|will be called|called when", sent):
+                rules.append(sent if len(sent) < 160 else sent[:157] + "...")
+        rule = " / ".join(rules[:2]).replace("|", "\\|")
         short = f["name"][4:]
         where = [p for p, t in files.items()
                  if re.search(r"\b%s\b" % re.escape(f["name"]), t)
                  or (p.endswith(".rs") and re.search(r"\b%s\b" % short, t))]
         where = sorted(where, key=lambda p: ("diff" not in p, p))
-        rows.append("| `%s` | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        rows.append("| `%s` | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             f["name"], f["family"], theirs or "-", ours, same, ret,
-            nonnull, " ".join(errnos), cb,
+            nonnull, " ".join(errnos), cb, rule,
             "<br>".join(where[:4]) + (" (+%d)" % (len(where) - 4) if len(where) > 4 else "")
             + ("<br>" + notes[f["name"]] if f["name"] in notes else "")))
     out = os.path.join(ROOT, "docs/api-fidelity.md")
@@ -134,8 +141,8 @@ def main():
         o.write("States: C created, c connecting, N negotiating (opt mode), "
                 "R connected, S shut down, D dead.\n\n")
         o.write("| function | family | libnbd states | our states | same | returns "
-                "| non-NULL | errno named in the page | callbacks | tested in / notes |\n")
-        o.write("|---|---|---|---|---|---|---|---|---|---|\n")
+                "| non-NULL | errno named in the page | callbacks | calling rules in the page | tested in / notes |\n")
+        o.write("|---|---|---|---|---|---|---|---|---|---|---|\n")
         o.write("\n".join(rows) + "\n")
     print("wrote %s: %d functions, %d state mismatches" % (out, len(rows), mismatches))
 
