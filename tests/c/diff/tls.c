@@ -1,5 +1,6 @@
-/* Differential trace: TLS settings (no TLS server needed).
- * argv[1]: URI of an nbdkit memory export without TLS. */
+/* Differential trace: TLS settings.  argv[1]: URI of an nbdkit memory
+ * export without TLS; argv[2]: the Unix socket of one requiring TLS with
+ * the pre-shared keys of argv[3] (user "alice"). */
 #include "trace.h"
 
 int
@@ -7,7 +8,7 @@ main (int argc, char *argv[])
 {
   struct nbd_handle *h;
 
-  if (argc != 2) return 2;
+  if (argc != 4) return 2;
   h = nbd_create ();
   T (nbd_supports_tls (h));
   T (nbd_get_tls (h));
@@ -68,6 +69,60 @@ main (int argc, char *argv[])
   T (nbd_get_tls_negotiated (h));
   T (nbd_opt_go (h));
   T (nbd_get_tls_negotiated (h));
+  nbd_close (h);
+  /* A server requiring TLS (PSK). */
+  h = nbd_create ();
+  T (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
+  T (nbd_set_tls_psk_file (h, argv[3]));
+  T (nbd_set_tls_username (h, "alice"));
+  T (nbd_connect_unix (h, argv[2]));
+  state (h, "PSK alice");
+  T (nbd_get_tls_negotiated (h));
+  T (nbd_pread (h, (char[512]){0}, 512, 0, 0));
+  T (nbd_shutdown (h, 0));
+  nbd_close (h);
+
+  h = nbd_create ();
+  T (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
+  T (nbd_set_tls_psk_file (h, argv[3]));
+  T (nbd_set_tls_username (h, "mallory"));
+  T (nbd_connect_unix (h, argv[2]) == -1);
+  state (h, "PSK unknown user");
+  nbd_close (h);
+
+  h = nbd_create ();
+  T (nbd_set_tls (h, LIBNBD_TLS_DISABLE));
+  T (nbd_connect_unix (h, argv[2]) == -1);
+  state (h, "TLS disabled against a TLS-only server");
+  nbd_close (h);
+
+  h = nbd_create ();
+  T (nbd_set_tls (h, LIBNBD_TLS_ALLOW));
+  T (nbd_set_tls_psk_file (h, argv[3]));
+  T (nbd_set_tls_username (h, "alice"));
+  T (nbd_set_opt_mode (h, true));
+  T (nbd_connect_unix (h, argv[2]));
+  T (nbd_get_tls_negotiated (h));
+  T (nbd_opt_starttls (h));
+  T (nbd_get_tls_negotiated (h));
+  T (nbd_opt_starttls (h));
+  T (nbd_opt_go (h));
+  T (nbd_get_tls_negotiated (h));
+  nbd_close (h);
+
+  h = nbd_create ();
+  T (nbd_set_tls_psk_file (h, "/nonexistent/keys.psk"));
+  T (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
+  T (nbd_connect_unix (h, argv[2]));
+  state (h, "missing PSK file");
+  nbd_close (h);
+
+  /* Priority strings. */
+  h = nbd_create ();
+  T (nbd_set_tls_priority (h, "NORMAL:-VERS-ALL:+VERS-TLS1.3"));
+  TS (nbd_get_tls_priority (h));
+  T (nbd_set_tls_priority (h, "BOGUS-PRIORITY"));
+  TS (nbd_get_tls_priority (h));
   nbd_close (h);
   say ("end");
   return 0;

@@ -71,6 +71,7 @@ errname (int e)
   case ENODEV: return "ENODEV";
   case ENXIO: return "ENXIO";
   case ETXTBSY: return "ETXTBSY";
+  case ENOTTY: return "ENOTTY";
   case EFBIG: return "EFBIG";
   case EROFS: return "EROFS";
   case EDOM: return "EDOM";
