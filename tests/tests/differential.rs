@@ -460,6 +460,13 @@ const TLS_DIFFS: &[Expected] = &[
     },
 ];
 
+/// Known differences of `tests/c/diff/aio2.c`.
+const AIO2_DIFFS: &[Expected] = &[Expected {
+    libnbd: &["nbd_aio_zero (h, 4096, 1048576, NBD_NULL_COMPLETION, 0) = -1 ENOSPC"],
+    ours: &["nbd_aio_zero (h, 4096, 1048576, NBD_NULL_COMPLETION, 0) = -1 EINVAL"],
+    defect: "a zero request past the end of the export: EINVAL; libnbd ENOSPC (as for nbd_pwrite)",
+}];
+
 // ---------------------------------------------------------------------------
 // The cases
 
@@ -682,5 +689,18 @@ fn commands_on_qemu_nbd() {
         let ro = Server::qemu_nbd(scratch, &ro_image, "raw", "", &["-r"]);
         let args = vec![main.uri(), err.uri(), ro.uri()];
         (vec![main, err, ro], args)
+    });
+}
+
+#[test]
+fn aio_commands_and_aio_opt() {
+    differential("aio2", AIO2_DIFFS, |scratch, _| {
+        let mem = memory(scratch, "1M");
+        let args = vec![
+            mem.uri(),
+            latest_root().join("run").display().to_string(),
+            latest_nbdkit_plugin("memory").display().to_string(),
+        ];
+        (vec![mem], args)
     });
 }
