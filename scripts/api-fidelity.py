@@ -79,12 +79,30 @@ def table():
 
 def tests_mentioning():
     files = {}
-    pats = ["tests/tests/*.rs", "tests/c/*.c", "tests/c/diff/*.c",
+    pats = ["tests/tests/*.rs", "tests/c/*.c", "tests/c/diff/*.c", "tests/c/diff/*.h",
             "nbd-ffi/tests/*.rs", "nbd-ffi/tests/*/*.rs", "c-examples/*.c"]
     for pat in pats:
         for p in glob.glob(os.path.join(ROOT, pat)):
             files[os.path.relpath(p, ROOT)] = open(p, errors="replace").read()
     return files
+
+
+def expected_differences():
+    """fn name -> defect texts of the Expected hunks of
+    tests/tests/differential.rs whose lines call it."""
+    text = open(os.path.join(ROOT, "tests/tests/differential.rs")).read()
+    out = {}
+    for block in re.findall(r"Expected \{(.*?)\n\s*\},?", text, re.S):
+        m = re.search(r'defect:\s*"((?:[^"\\]|\\.)*)"', block)
+        if not m:
+            continue
+        defect = m.group(1).replace('\\"', '"')
+        lines = block[:m.start()]
+        for fn in set(re.findall(r"\b(nbd_\w+) \(", lines)):
+            out.setdefault(fn, [])
+            if defect not in out[fn]:
+                out[fn].append(defect)
+    return out
 
 
 def main():
@@ -96,6 +114,8 @@ def main():
                 k, v = line.rstrip("\n").split("\t", 1)
                 notes[k] = v
     files = tests_mentioning()
+    diffs = expected_differences()
+    diff_src = "".join(t for p, t in files.items() if p.startswith("tests/c/diff/"))
     rows = []
     mismatches = 0
     for f in table():
@@ -128,10 +148,18 @@ def main():
                  if re.search(r"\b%s\b" % re.escape(f["name"]), t)
                  or (p.endswith(".rs") and re.search(r"\b%s\b" % short, t))]
         where = sorted(where, key=lambda p: ("diff" not in p, p))
+        if f["name"] in diffs:
+            verdict = "differential: DIFFERS: " + "; ".join(diffs[f["name"]])
+        elif re.search(r"\b%s\b" % f["name"], diff_src):
+            verdict = "differential: same trace as libnbd 1.24.4"
+        else:
+            verdict = "differential: not traced"
+        verdict = verdict.replace("|", "\\|")
         rows.append("| `%s` | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             f["name"], f["family"], theirs or "-", ours, same, ret,
             nonnull, " ".join(errnos), cb, rule,
             "<br>".join(where[:4]) + (" (+%d)" % (len(where) - 4) if len(where) > 4 else "")
+            + "<br>" + verdict
             + ("<br>" + notes[f["name"]] if f["name"] in notes else "")))
     out = os.path.join(ROOT, "docs/api-fidelity.md")
     head = open(os.path.join(ROOT, "docs/api-fidelity.head.md")).read()
