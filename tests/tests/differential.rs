@@ -467,6 +467,13 @@ const AIO2_DIFFS: &[Expected] = &[Expected {
     defect: "a zero request past the end of the export: EINVAL; libnbd ENOSPC (as for nbd_pwrite)",
 }];
 
+/// Known differences of `tests/c/diff/dead.c`.
+const DEAD_DIFFS: &[Expected] = &[Expected {
+    libnbd: &["nbd_shutdown (h, 0) = -1 EINVAL"],
+    ours: &["nbd_shutdown (h, 0) = 0"],
+    defect: "nbd_shutdown on a dead handle succeeds (table row `any`); libnbd fails with EINVAL",
+}];
+
 // ---------------------------------------------------------------------------
 // The cases
 
@@ -701,6 +708,18 @@ fn aio_commands_and_aio_opt() {
             latest_root().join("run").display().to_string(),
             latest_nbdkit_plugin("memory").display().to_string(),
         ];
+        (vec![mem], args)
+    });
+}
+
+/// The server is killed (SIGKILL, by PID, from the program) under a
+/// connected handle: the errno of the next command, the handle's state,
+/// calls on the dead handle.
+#[test]
+fn server_dies() {
+    differential("dead", DEAD_DIFFS, |scratch, _| {
+        let mem = memory(scratch, "1M");
+        let args = vec![mem.uri(), mem.pid().to_string()];
         (vec![mem], args)
     });
 }
