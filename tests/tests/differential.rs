@@ -474,6 +474,25 @@ const DEAD_DIFFS: &[Expected] = &[Expected {
     defect: "nbd_shutdown on a dead handle succeeds (table row `any`); libnbd fails with EINVAL",
 }];
 
+/// Known differences of `tests/c/diff/reset.c`.
+const RESET_DIFFS: &[Expected] = &[
+    Expected {
+        libnbd: &["  completion third: *error=ENOTCONN", "  completion second: *error=ENOTCONN", "  free second"],
+        ours: &[],
+        defect: "commands failed by a reset connection: libnbd runs their completion callbacks newest first (the one that returned 0 is freed at retirement); ours oldest first, each freed at once",
+    },
+    Expected {
+        libnbd: &["nbd_poll (h, 1000) = -1 ECONNRESET"],
+        ours: &["  completion second: *error=ENOTCONN", "  free second", "  completion third: *error=ENOTCONN", "  free third", "nbd_poll (h, 1000) = -1 EIO"],
+        defect: "a reset connection (ECONNRESET) reaches C as EIO (issue 11); and the callback order above",
+    },
+    Expected {
+        libnbd: &["  free third"],
+        ours: &[],
+        defect: "the completion callback that returned 0 is freed at once, not when nbd_aio_command_completed retires its command",
+    },
+];
+
 // ---------------------------------------------------------------------------
 // The cases
 
@@ -719,6 +738,17 @@ fn aio_commands_and_aio_opt() {
 fn server_dies() {
     differential("dead", DEAD_DIFFS, |scratch, _| {
         let mem = memory(scratch, "1M");
+        let args = vec![mem.uri(), mem.pid().to_string()];
+        (vec![mem], args)
+    });
+}
+
+/// The server is killed while it holds requests it has not read: the
+/// connection is reset under commands in flight.
+#[test]
+fn connection_reset() {
+    differential("reset", RESET_DIFFS, |scratch, _| {
+        let mem = nbdkit(scratch, &["delay"], &["memory", "1M", "delay-read=30"]);
         let args = vec![mem.uri(), mem.pid().to_string()];
         (vec![mem], args)
     });
