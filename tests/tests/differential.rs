@@ -394,6 +394,17 @@ const URI_DIFFS: &[Expected] = &[
         ours: &["nbd_connect_uri (h, uri) = -1 EINVAL"],
         defect: "nbd_connect_uri refuses port 99999 at parse time (EINVAL); libnbd fails to connect (ECONNREFUSED)",
     },
+    Expected {
+        libnbd: &[
+            "nbd_connect_uri (h, uri) = -1 ENAMETOOLONG",
+            "state after: created=1 connecting=0 negotiating=0 ready=0 processing=0 dead=0 closed=0",
+        ],
+        ours: &[
+            "nbd_connect_uri (h, uri) = -1 EINVAL",
+            "state after: created=0 connecting=0 negotiating=0 ready=0 processing=0 dead=1 closed=0",
+        ],
+        defect: "a 5000-byte export name in a URI skips nbd_set_export_name's check: ours connects and fails (EINVAL, dead); libnbd refuses it first with ENAMETOOLONG (issue 11)",
+    },
 ];
 
 /// Known differences of `tests/c/diff/connect.c`.

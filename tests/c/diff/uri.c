@@ -20,7 +20,7 @@ int
 main (int argc, char *argv[])
 {
   struct nbd_handle *h;
-  char uri[4096], *u;
+  char uri[8192], *u;
   int i;
   static char longname[5200];
 
@@ -66,10 +66,17 @@ main (int argc, char *argv[])
   try_uri ("nbd+unix:///?socket=/x&tls-certificates=/etc");
   try_uri ("nbd://%zz/");
 
-  /* An export name longer than NBD allows (4096 bytes). */
+  /* Export names of 3000 bytes, and longer than NBD allows (4096). */
   memset (longname, 'a', 5000);
   snprintf (uri, sizeof uri, "nbd+unix:///%.3000s?socket=%s", longname, argv[1]);
   try_uri (uri);
+  snprintf (uri, sizeof uri, "nbd+unix:///%.5000s?socket=%s", longname, argv[1]);
+  try_uri (uri);
+  {
+    struct nbd_handle *h2 = nbd_create ();
+    T (nbd_set_export_name (h2, longname));
+    nbd_close (h2);
+  }
 
   /* Connected: nbd_get_uri. */
   h = nbd_create ();
