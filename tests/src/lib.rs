@@ -966,6 +966,36 @@ impl Server {
         Server::spawn("nbdkit 1.48", cmd, socket, log, "", None)
     }
 
+    /// [`Server::nbdkit_latest`] with nbdkit 1.48's filters (by name: `error`,
+    /// `delay`, `readonly` ...) in front of the plugin, in the order given;
+    /// an entry starting with `-` is an nbdkit option instead (`--threads=1`).
+    pub fn nbdkit_latest_filtered(
+        scratch: &Scratch,
+        filters: &[&str],
+        plugin_and_args: &[&str],
+    ) -> Server {
+        let (plugin, args) = plugin_and_args.split_first().expect("a plugin name");
+        let (socket, log) = server_paths(scratch, "nbdkit-1.48");
+        let mut cmd = latest_tool("nbdkit", Side::Libnbd);
+        cmd.args(["--foreground", "--exit-with-parent", "-U"])
+            .arg(&socket);
+        for f in filters {
+            if f.starts_with('-') {
+                cmd.arg(f);
+                continue;
+            }
+            let path = latest_libdir().join(format!("nbdkit/filters/nbdkit-{f}-filter.so"));
+            assert!(
+                path.is_file(),
+                "nbdkit 1.48 has no filter {}",
+                path.display()
+            );
+            cmd.arg(format!("--filter={}", path.display()));
+        }
+        cmd.arg(latest_nbdkit_plugin(plugin)).args(args);
+        Server::spawn("nbdkit 1.48", cmd, socket, log, "", None)
+    }
+
     /// `nbdkit` requiring TLS with the pre-shared keys in `keys` (see
     /// [`psk_file`]), then the plugin and its parameters.
     pub fn nbdkit_psk(scratch: &Scratch, keys: &Path, plugin_and_args: &[&str]) -> Server {
@@ -973,6 +1003,27 @@ impl Server {
         let mut args = vec!["--tls=require", psk.as_str()];
         args.extend_from_slice(plugin_and_args);
         Server::nbdkit(scratch, &args)
+    }
+
+    /// [`Server::nbdkit_latest`] listening on a free port of 127.0.0.1
+    /// instead of a Unix socket (see [`Server::tcp_port`]).
+    pub fn nbdkit_latest_tcp(scratch: &Scratch, plugin_and_args: &[&str]) -> Server {
+        let (plugin, args) = plugin_and_args.split_first().expect("a plugin name");
+        let (socket, log) = server_paths(scratch, "nbdkit-1.48");
+        let port = free_tcp_port();
+        let mut cmd = latest_tool("nbdkit", Side::Libnbd);
+        cmd.args([
+            "--foreground",
+            "--exit-with-parent",
+            "--threads=1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+        ])
+        .arg(port.to_string())
+        .arg(latest_nbdkit_plugin(plugin))
+        .args(args);
+        Server::spawn("nbdkit 1.48", cmd, socket, log, "", Some(port))
     }
 
     /// `nbdkit` like [`Server::nbdkit`], listening on a free port of
