@@ -1462,8 +1462,17 @@ unsafe fn recv(tls: &mut Option<tls::TlsSession>, fd: RawFd, dst: *mut u8, len: 
     }
 }
 
-/// Reports a failed `recv`/`send` to the client, keeping its errno.
+/// Reports a failed `recv`/`send` to the client, keeping its errno. A
+/// `send` that finds the peer gone (`EPIPE`) is the server closing the
+/// connection, as an end of file is: the commands in flight fail with
+/// `ENOTCONN` and the synchronous call reports its command's error, as
+/// libnbd 1.24 does (`read: command failed: Transport endpoint is not
+/// connected`), where a reset seen by `recv` is reported as such.
 fn transport_failed(client: &mut Client, op: &'static str, e: &io::Error) {
+    if op == "send" && e.raw_os_error() == Some(libc::EPIPE) {
+        client.handle_eof();
+        return;
+    }
     match e.raw_os_error() {
         Some(errno) => client.handle_transport_error(op, errno),
         None => client.handle_io_error(format!("{op}: {e}")),
