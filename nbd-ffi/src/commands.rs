@@ -230,7 +230,7 @@ impl HandleInner {
     pub(crate) fn wait_command(&mut self, cookie: u64) -> Result<c_int, Error> {
         self.engine.run_until(|e| e.is_complete(cookie))?;
         let result = self.engine.command_completed(cookie);
-        if let (Err(_), Some(death)) = (&result, self.engine.transport_death()) {
+        if let (Err(_) | Ok(false), Some(death)) = (&result, self.engine.transport_death()) {
             // The transport failed while waiting: as in libnbd, the call
             // reports why (`nbd_pread: recv: Connection reset by peer`).
             return Err(death.clone().into());

@@ -609,8 +609,9 @@ impl Engine {
     }
 
     /// `nbd_aio_command_completed`: `Ok(true)` and retired if it completed
-    /// successfully, `Ok(false)` if still in flight, `Err` if it failed (now
-    /// retired) or the cookie is unknown.
+    /// successfully, `Ok(false)` if still in flight or unknown (never
+    /// issued, negative, or already retired: libnbd 1.24 answers 0 for
+    /// those too), `Err` if it failed (now retired) or the cookie is 0.
     pub(crate) fn command_completed(&mut self, cookie: u64) -> Result<bool, EngineError> {
         if let Some(d) = self.done.take(cookie) {
             if d.error == 0 {
@@ -620,13 +621,12 @@ impl Engine {
             let what = d.detail.unwrap_or("command failed");
             return Err(EngineError::new(d.error, format!("{}: {what}", d.name)));
         }
-        if self.cmds.contains_key(&cookie) {
-            return Ok(false);
+        if cookie == 0 {
+            // No command has cookie 0: libnbd refuses it (but answers 0 for
+            // any other cookie it does not know).
+            return Err(EngineError::new(libc::EINVAL, "invalid aio cookie 0"));
         }
-        Err(EngineError::new(
-            libc::EINVAL,
-            format!("invalid aio cookie {cookie}"),
-        ))
+        Ok(false)
     }
 
     /// Whether `cookie` is no longer in flight.

@@ -595,7 +595,8 @@ pub unsafe extern "C" fn nbd_aio_notify_write(h: *mut Handle) -> c_int {
 }
 
 /// Returns 1 (and retires the command) if it completed successfully, 0
-/// if still in flight, -1 with its error if it failed.
+/// if still in flight or unknown (never issued or already retired), -1
+/// with its error if it failed.
 ///
 /// Since `LIBNBD_1.0`.
 ///
