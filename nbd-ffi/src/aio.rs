@@ -230,6 +230,7 @@ pub(crate) fn aio_block_status_filter(
 
 /// `nbd_aio_get_fd`.
 pub(crate) fn aio_get_fd(inner: &mut HandleInner) -> Result<c_int, Error> {
+    not_created(inner, "connection is not in a connected state")?;
     inner.engine.fd().ok_or(Error::InvalidState {
         state: inner.state(),
         allowed: "connecting, or connected",
@@ -245,14 +246,28 @@ pub(crate) fn aio_get_direction(inner: &mut HandleInner) -> Result<c_uint, Error
     })
 }
 
+/// Fails with `EINVAL` (not the `ENOTCONN` of a state check) on a newly
+/// created handle, as libnbd 1.24 does for the calls that drive the socket.
+fn not_created(inner: &HandleInner, why: &str) -> Result<(), Error> {
+    match inner.state() {
+        State::Created => Err(Error::Engine {
+            errno: libc::EINVAL,
+            message: why.into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// `nbd_aio_notify_read`.
 pub(crate) fn aio_notify_read(inner: &mut HandleInner) -> Result<c_int, Error> {
+    not_created(inner, "there is no connection to read from")?;
     inner.engine.notify_read();
     inner.after_notify()
 }
 
 /// `nbd_aio_notify_write`.
 pub(crate) fn aio_notify_write(inner: &mut HandleInner) -> Result<c_int, Error> {
+    not_created(inner, "there is no connection to write to")?;
     inner.engine.notify_write();
     inner.after_notify()
 }
@@ -287,6 +302,7 @@ pub(crate) fn poll(inner: &mut HandleInner, timeout: c_int) -> Result<c_int, Err
 
 /// `nbd_poll2`: [`poll`] that also returns (1) when `fd` is readable.
 pub(crate) fn poll2(inner: &mut HandleInner, fd: c_int, timeout: c_int) -> Result<c_int, Error> {
+    not_created(inner, "nothing to poll for before connecting")?;
     let progressed = inner.engine.poll2(fd, timeout)?;
     inner.after_notify()?;
     Ok(c_int::from(progressed))
