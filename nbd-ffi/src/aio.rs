@@ -37,8 +37,9 @@ impl HandleInner {
 
     /// `nbd_shutdown` (`wait`) and `nbd_aio_disconnect`: a soft disconnect.
     pub(crate) fn shutdown(&mut self, flags: u32, wait: bool) -> Result<c_int, Error> {
+        // The table rows already limit nbd_shutdown to negotiating or
+        // connected (libnbd: EINVAL once shut down or dead).
         match self.state() {
-            State::Closed | State::Dead if wait => return Ok(0),
             State::Ready | State::Processing | State::Negotiating => {}
             state => {
                 return Err(Error::InvalidState {

@@ -90,6 +90,11 @@ impl Permitted {
     );
     /// "negotiating": the `opt_*` calls.
     pub(crate) const NEGOTIATING: Permitted = Permitted::new(&[State::Negotiating], "negotiating");
+    /// "negotiating, or connected with the server": `nbd_shutdown`.
+    pub(crate) const NEGOTIATING_OR_CONNECTED: Permitted = Permitted::new(
+        &[State::Negotiating, State::Ready, State::Processing],
+        "negotiating, or connected with the server",
+    );
     /// "connected with the server": data commands.
     pub(crate) const CONNECTED: Permitted = Permitted::new(
         &[State::Ready, State::Processing],

@@ -241,7 +241,10 @@ pub unsafe extern "C" fn nbd_shutdown(h: *mut Handle, flags: u32) -> c_int {
         h.call(
             fname,
             || format!("flags=0x{flags:x}"),
-            |inner| -> Result<c_int, Error> { crate::commands::shutdown(inner, flags) },
+            |inner| -> Result<c_int, Error> {
+                Permitted::NEGOTIATING_OR_CONNECTED.check(inner.state())?;
+                crate::commands::shutdown(inner, flags)
+            },
         )
     })
 }
