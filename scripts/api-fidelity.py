@@ -23,6 +23,7 @@ OURS = {
     "created": "C",
     "created_or_negotiating": "CN",
     "negotiating": "N",
+    "negotiating_or_connected": "NR",
     "connected": "R",
     "handshake_known": "NRS",
     "connected_or_over": "RSD",
