@@ -100,6 +100,11 @@ pub enum ProtocolError {
     /// The server closed the connection before the protocol was finished.
     #[error("server closed the connection unexpectedly")]
     Eof,
+    /// The server closed the connection during the handshake (a server
+    /// program that could not start, a server that refuses us). libnbd
+    /// reports this one without an errno (0).
+    #[error("recv: server disconnected unexpectedly")]
+    HandshakeEof,
     /// The transport failed (reported by the driver) in a way that has no
     /// errno (an internal inconsistency of the driver).
     #[error("transport error: {0}")]
@@ -126,6 +131,7 @@ impl ProtocolError {
             ProtocolError::Refused { errno, .. } => *errno,
             ProtocolError::TlsRequired(_) => errno::ENOTSUP,
             ProtocolError::Eof | ProtocolError::Shutdown => errno::ENOTCONN,
+            ProtocolError::HandshakeEof => 0,
             ProtocolError::Transport { errno, .. } => *errno,
             ProtocolError::Io(_) | ProtocolError::TlsFailed(_) => errno::EIO,
             _ => errno::EPROTO,

@@ -743,6 +743,9 @@ impl Client {
         match self.phase {
             Phase::Closed | Phase::Dead => {}
             _ if self.disconnect_sent || self.aborting() => self.close(),
+            Phase::Greeting | Phase::ExportName | Phase::Options | Phase::AwaitTls => {
+                self.die(ProtocolError::HandshakeEof)
+            }
             _ => self.die(ProtocolError::Eof),
         }
         self.update_direction();
