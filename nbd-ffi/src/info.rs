@@ -169,13 +169,16 @@ pub(crate) fn get_protocol(inner: &mut HandleInner) -> Result<&'static CStr, Err
     })
 }
 
-/// `nbd_get_canonical_export_name`: the name the server reported, or the
-/// one asked for when it reported none.
+/// `nbd_get_canonical_export_name`: the name the server reported
+/// (`NBD_INFO_NAME`); `ENOTSUP` when it reported none, as in libnbd.
 pub(crate) fn get_canonical_export_name(inner: &mut HandleInner) -> Result<MallocStr, Error> {
     let e = export_known(connected(inner)?)?;
     match &e.name {
         Some(n) => MallocStr::new(&std::ffi::CString::new(n.as_str()).unwrap_or_default()),
-        None => MallocStr::new(&inner.negotiation.export_name),
+        None => Err(Error::Engine {
+            errno: libc::ENOTSUP,
+            message: "the server sent no canonical name (see nbd_set_full_info)".into(),
+        }),
     }
 }
 
