@@ -14,8 +14,8 @@ use crate::callbacks::{ChunkCallback, Extent64Callback, ExtentCallback, Owned};
 use crate::constants::{
     LIBNBD_CMD_FLAG_DF, LIBNBD_CMD_FLAG_FAST_ZERO, LIBNBD_CMD_FLAG_FUA, LIBNBD_CMD_FLAG_NO_HOLE,
     LIBNBD_CMD_FLAG_PAYLOAD_LEN, LIBNBD_CMD_FLAG_REQ_ONE, LIBNBD_SHUTDOWN_MASK,
-    LIBNBD_STRICT_AUTO_FLAG, LIBNBD_STRICT_COMMANDS, LIBNBD_STRICT_FLAGS, LIBNBD_STRICT_MASK,
-    LIBNBD_STRICT_PAYLOAD,
+    LIBNBD_STRICT_AUTO_FLAG, LIBNBD_STRICT_BOUNDS, LIBNBD_STRICT_COMMANDS, LIBNBD_STRICT_FLAGS,
+    LIBNBD_STRICT_MASK, LIBNBD_STRICT_PAYLOAD,
 };
 use crate::engine::RawBuf;
 use crate::errors::{check_flags, Error};
@@ -190,6 +190,18 @@ impl HandleInner {
                     .client()
                     .map_or(u64::MAX, crate::info::payload_max);
                 if buf.len as u64 > max {
+                    // libnbd checks the bounds first: a write past the end
+                    // is ENOSPC however large it is.
+                    let size = self.engine.client().map_or(u64::MAX, |c| c.export().size);
+                    let past_end = offset
+                        .checked_add(buf.len as u64)
+                        .is_none_or(|end| end > size);
+                    if strict & LIBNBD_STRICT_BOUNDS != 0 && past_end {
+                        return Err(Error::Engine {
+                            errno: libc::ENOSPC,
+                            message: "request out of bounds".into(),
+                        });
+                    }
                     return Err(too_large("payload size", max));
                 }
             }

@@ -158,7 +158,12 @@ impl Client {
         if on(strict::BOUNDS) {
             let end = c.offset.checked_add(c.length);
             if end.is_none_or(|e| e > export.size) {
-                return Err(SubmitError::OutOfBounds);
+                return Err(match c.kind {
+                    CommandKind::Write | CommandKind::Trim | CommandKind::WriteZeroes => {
+                        SubmitError::OutOfBoundsWrite
+                    }
+                    _ => SubmitError::OutOfBounds,
+                });
             }
         }
         if on(strict::ALIGN) {

@@ -227,6 +227,10 @@ pub enum SubmitError {
     /// The request reaches past the end of the export (strict mode `BOUNDS`).
     #[error("request out of bounds")]
     OutOfBounds,
+    /// A write, trim or zero that reaches past the end of the export
+    /// (strict mode `BOUNDS`): `ENOSPC`, as libnbd reports it.
+    #[error("request out of bounds")]
+    OutOfBoundsWrite,
     /// Zero-length request (strict mode `ZERO_SIZE`).
     #[error("zero-length request")]
     ZeroSize,
@@ -258,6 +262,7 @@ impl SubmitError {
             SubmitError::ReadOnly => errno::EPERM,
             SubmitError::NotFixedNewstyle => errno::ENOTSUP,
             SubmitError::OutOfBounds => errno::EINVAL,
+            SubmitError::OutOfBoundsWrite => errno::ENOSPC,
             _ => errno::EINVAL,
         }
     }
