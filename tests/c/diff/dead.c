@@ -42,7 +42,19 @@ main (int argc, char *argv[])
   kill (pid, SIGKILL);
   wait_gone (pid);
   say ("server killed");
-  T (nbd_pread (h, buf, 512, 0, 0));
+  /* The first request after the kill races with the kernel: if it reached
+   * the dead server's socket, the peer answers with a reset (ECONNRESET),
+   * otherwise the client sees the end of the connection (ENOTCONN).
+   * libnbd 1.24.4 gives either, and so do we; the trace names the class,
+   * any other result is printed as it is. */
+  {
+    int r = nbd_pread (h, buf, 512, 0, 0);
+    int e = nbd_get_errno ();
+    if (r == -1 && (e == ENOTCONN || e == ECONNRESET))
+      say ("nbd_pread (h, buf, 512, 0, 0) = -1 ENOTCONN or ECONNRESET");
+    else
+      trace_int ("nbd_pread (h, buf, 512, 0, 0)", r);
+  }
   state (h, "after the server died");
   T (nbd_pread (h, buf, 512, 0, 0));
   T (nbd_aio_pread (h, buf, 512, 0, (nbd_completion_callback) {
