@@ -1,0 +1,174 @@
+//! The command table: the caller's buffers and hooks of every command in
+//! flight, submission, completion and retirement.
+
+use super::{CommandHooks, Engine, EngineError, LARGE_READ};
+use nbd_proto::client::{Command, CommandKind, Payload};
+
+/// A caller's buffer, valid until the command completes (libnbd's contract).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawBuf {
+    pub(crate) ptr: *mut u8,
+    pub(crate) len: usize,
+}
+
+// SAFETY: the buffer belongs to the C caller, who guarantees it stays valid
+// until the command completes; the engine only touches it under the handle lock.
+unsafe impl Send for RawBuf {}
+
+/// A command in flight: where its reply goes and whom to tell.
+pub(super) struct Cmd {
+    pub(super) offset: u64,
+    pub(super) read: Option<RawBuf>,
+    pub(super) write: Option<RawBuf>,
+    pub(super) hooks: Option<Box<dyn CommandHooks>>,
+    pub(super) error: i32,
+    /// The command's name in messages ("write").
+    pub(super) name: &'static str,
+    /// A fixed explanation of `error`, if it is more than "command failed".
+    pub(super) detail: Option<&'static str>,
+}
+
+impl Cmd {
+    /// libnbd's rule for a mid-command callback's result: -1 fails the
+    /// command (unless it already failed) with the `*error` it left, EPROTO
+    /// if that is 0.
+    pub(super) fn callback_returned(&mut self, r: i32, err: i32) {
+        if r == -1 && self.error == 0 {
+            self.error = if err != 0 { err } else { libc::EPROTO };
+        }
+    }
+}
+
+/// The name libnbd's messages give a command.
+pub(super) fn command_name(kind: CommandKind) -> &'static str {
+    match kind {
+        CommandKind::Read => "read",
+        CommandKind::Write => "write",
+        CommandKind::Flush => "flush",
+        CommandKind::Trim => "trim",
+        CommandKind::Cache => "cache",
+        CommandKind::WriteZeroes => "zero",
+        CommandKind::BlockStatus => "block-status",
+        CommandKind::Disconnect => "disconnect",
+    }
+}
+
+impl Engine {
+    /// Queues a command with its buffers and hooks; returns the cookie. On
+    /// error nothing is queued and the hooks are dropped (freed).
+    pub(crate) fn submit(
+        &mut self,
+        cmd: Command,
+        read: Option<RawBuf>,
+        write: Option<RawBuf>,
+        hooks: Option<Box<dyn CommandHooks>>,
+    ) -> Result<u64, EngineError> {
+        let Some(c) = self.client.as_mut() else {
+            return Err(EngineError::new(
+                libc::ENOTCONN,
+                "invalid state: the handle is not connected",
+            ));
+        };
+        let offset = cmd.offset;
+        let name = command_name(cmd.kind);
+        let large = read.is_some_and(|b| b.len >= LARGE_READ);
+        // Output still queued means the last send found the socket full:
+        // the caller polls for POLLOUT, so a send now would only say EAGAIN.
+        let send_now = c.pending_output() == 0;
+        let cookie = c
+            .submit(cmd)
+            .map_err(|e| EngineError::new(e.errno(), e.to_string()))?;
+        self.cmds.insert(
+            cookie,
+            Cmd {
+                offset,
+                read,
+                write,
+                hooks,
+                error: 0,
+                name,
+                detail: None,
+            },
+        );
+        self.large_reads += usize::from(large);
+        // Like libnbd, start sending at once (unless blocked, see above).
+        if send_now {
+            self.notify_write();
+        }
+        Ok(cookie)
+    }
+
+    /// Queues a write whose payload is the caller's buffer.
+    pub(crate) fn submit_write(
+        &mut self,
+        buf: RawBuf,
+        offset: u64,
+        flags: u16,
+        hooks: Option<Box<dyn CommandHooks>>,
+    ) -> Result<u64, EngineError> {
+        let mut cmd = Command::new(CommandKind::Write, offset, buf.len as u64).with_flags(flags);
+        cmd.payload = Payload::External;
+        self.submit(cmd, None, Some(buf), hooks)
+    }
+
+    /// Commands submitted and not completed.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.cmds.len()
+    }
+
+    /// `nbd_aio_command_completed`: `Ok(true)` and retired if it completed
+    /// successfully, `Ok(false)` if still in flight or unknown (never
+    /// issued, negative, or already retired: libnbd 1.24 answers 0 for
+    /// those too), `Err` if it failed (now retired) or the cookie is 0.
+    pub(crate) fn command_completed(&mut self, cookie: u64) -> Result<bool, EngineError> {
+        if let Some(d) = self.done.take(cookie) {
+            if d.error == 0 {
+                return Ok(true);
+            }
+            // libnbd's text; errors.rs appends the strerror.
+            let what = d.detail.unwrap_or("command failed");
+            return Err(EngineError::new(d.error, format!("{}: {what}", d.name)));
+        }
+        if cookie == 0 {
+            // No command has cookie 0: libnbd refuses it (but answers 0 for
+            // any other cookie it does not know).
+            return Err(EngineError::new(libc::EINVAL, "invalid aio cookie 0"));
+        }
+        Ok(false)
+    }
+
+    /// Whether `cookie` is no longer in flight.
+    pub(crate) fn is_complete(&self, cookie: u64) -> bool {
+        !self.cmds.contains_key(&cookie)
+    }
+
+    /// Starts a soft disconnect (`NBD_CMD_DISC`, or `NBD_OPT_ABORT` while
+    /// negotiating) and begins sending it.
+    pub(crate) fn shutdown(&mut self) -> Result<(), EngineError> {
+        let Some(c) = self.client.as_mut() else {
+            return Err(EngineError::new(
+                libc::ENOTCONN,
+                "the handle is not connected",
+            ));
+        };
+        c.shutdown()
+            .map_err(|e| EngineError::new(e.errno(), e.to_string()))?;
+        self.notify_write();
+        Ok(())
+    }
+
+    /// `LIBNBD_SHUTDOWN_ABANDON_PENDING`: fails the commands whose request has
+    /// not started going out, without sending them.
+    pub(crate) fn abandon_unsent(&mut self) {
+        let committed = self.tls.as_ref().map_or(0, |t| t.committed());
+        if let Some(c) = self.client.as_mut() {
+            c.abandon_unsent_after(committed);
+        }
+        self.process_events();
+    }
+
+    /// `nbd_aio_peek_command_completed`: the first completed, unretired cookie.
+    pub(crate) fn peek_completed(&self) -> Option<u64> {
+        self.done.first()
+    }
+}

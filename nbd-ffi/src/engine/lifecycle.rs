@@ -1,0 +1,150 @@
+//! Connecting, failing, closing: the life of the connection, its child
+//! process and socket-activation directory.
+
+use super::{transport, Engine, EngineError};
+use nbd_proto::client::{Client, Config};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+impl Engine {
+    /// Starts a connection on a socket that may still be connecting.
+    pub(crate) fn start(
+        &mut self,
+        config: Config,
+        pending: transport::Pending,
+    ) -> Result<(), EngineError> {
+        self.config = config;
+        if pending.in_progress {
+            self.pending = Some(pending);
+            Ok(())
+        } else {
+            self.attach(pending.fd);
+            Ok(())
+        }
+    }
+
+    /// Starts a connection on an already connected socket.
+    pub(crate) fn start_connected(&mut self, config: Config, fd: OwnedFd) {
+        self.config = config;
+        self.attach(fd);
+    }
+
+    /// The process ID of the connection's child process, if it has one
+    /// (`nbd_get_subprocess_pid`).
+    pub(crate) fn child_pid(&self) -> Option<libc::pid_t> {
+        self.child.as_ref().map(|c| c.pid)
+    }
+
+    /// Records the child process of the connection.
+    pub(crate) fn set_child(&mut self, child: transport::Child, dir: Option<PathBuf>) {
+        self.child = Some(child);
+        self.activation_dir = dir;
+    }
+
+    fn attach(&mut self, fd: OwnedFd) {
+        self.fd = Some(fd);
+        self.client = Some(Client::new(self.config.clone()));
+    }
+
+    /// Completes a pending non-blocking connect once the socket is writable.
+    pub(super) fn finish_connect(&mut self) {
+        let Some(mut p) = self.pending.take() else {
+            return;
+        };
+        match transport::connect_result(&p.fd) {
+            Ok(()) => self.attach(p.fd),
+            Err(e) => {
+                if p.fallbacks.is_empty() {
+                    self.fail(EngineError::io(&e, "connect"));
+                } else {
+                    let rest = std::mem::take(&mut p.fallbacks);
+                    match transport::connect_addrs(rest) {
+                        Ok(next) => {
+                            if next.in_progress {
+                                self.pending = Some(next);
+                            } else {
+                                self.attach(next.fd);
+                            }
+                        }
+                        Err(e) => self.fail(EngineError::io(&e, "connect")),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records that starting the connection failed: the handle is dead.
+    pub(crate) fn fail_start(&mut self, e: EngineError) {
+        self.pending = None;
+        self.fail(e);
+    }
+
+    fn fail(&mut self, e: EngineError) {
+        if self.dead.is_none() {
+            self.dead = Some(e.clone());
+        }
+        if let Some(c) = self.client.as_mut() {
+            c.handle_io_error(e.message);
+        }
+        self.process_events();
+    }
+
+    /// Signals the child process (`nbd_kill_subprocess`). It neither waits
+    /// nor touches the connection, as in libnbd: the child is reaped when
+    /// the handle closes, so a child that ignores the signal, or one sent
+    /// `SIGSTOP`, cannot hang the caller here.
+    pub(crate) fn kill_child(&mut self, signal: i32) -> Result<(), EngineError> {
+        let Some(child) = self.child.as_ref() else {
+            return Err(EngineError::new(libc::ESRCH, "no subprocess exists"));
+        };
+        let sig = if signal == 0 { libc::SIGTERM } else { signal };
+        // SAFETY: kill(2) on our own child, which is not reaped before the
+        // engine drops (so the pid cannot have been reused).
+        if unsafe { libc::kill(child.pid, sig) } == -1 {
+            let e = io::Error::last_os_error();
+            return Err(EngineError::io(&e, "kill"));
+        }
+        Ok(())
+    }
+
+    /// Closing the handle: the connection ends, and every callback still
+    /// held is released (`.free`) without being called.
+    fn close(&mut self) {
+        self.closing = true;
+        if self.dead.is_none() {
+            if let Some(t) = self.tls.as_mut() {
+                t.close_notify();
+            }
+        }
+        if let Some(c) = self.client.as_mut() {
+            c.abandon();
+        }
+        self.process_events();
+        // Whatever the client no longer knew about is released too.
+        self.cmds.clear();
+        self.large_reads = 0;
+        self.finish_user_opt(libc::ENOTCONN, "the handle was closed");
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.close();
+        self.fd = None;
+        if let Some(child) = self.child.take() {
+            // Reap the child once its socket is closed, as libnbd does.
+            let mut status = 0;
+            // SAFETY: signals and waits for our own child process.
+            unsafe {
+                if child.kill_on_close {
+                    libc::kill(child.pid, libc::SIGTERM);
+                }
+                libc::waitpid(child.pid, &mut status, 0);
+            }
+        }
+        if let Some(dir) = self.activation_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
