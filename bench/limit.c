@@ -6,6 +6,10 @@
  *   limit URI SECONDS TEST           one test named like aio-bench's
  *   limit URI copy CONNS QD BS       read the whole export, nbdcopy-like
  *
+ * Environment (for experiments; bench/run.sh sets none of them):
+ * LIMIT_ONE_PER_SEND=1 sends each request with its own sendmsg;
+ * LIMIT_STAGE=1 / LIMIT_DIRECT=1 force either way of receiving replies.
+ *
  * URI is nbd+unix:///?socket=PATH (or a bare socket path); the default
  * export.  Handshake: fixed newstyle, NBD_OPT_GO with no information
  * requests, nothing else (no structured replies, no meta contexts, no
@@ -318,6 +322,10 @@ struct conn {
   unsigned out_head, out_len;
   size_t out_done;
 
+  /* LIMIT_ONE_PER_SEND: one request per sendmsg, as the libraries send
+   * (to measure what batching the sends saves). */
+  bool one_per_send;
+
   /* Replies: staging buffer, or header + direct payload. */
   bool direct;
   unsigned char *stage;
@@ -354,6 +362,7 @@ conn_init (struct conn *c, int fd, uint64_t size, uint64_t bs, unsigned qd,
     c->direct = false;
   if (getenv ("LIMIT_DIRECT") && mode != RANDOM_WRITE && mode != RANDOM_MIX)
     c->direct = true;
+  c->one_per_send = getenv ("LIMIT_ONE_PER_SEND") != NULL;
   bufs = malloc ((size_t) bs * qd);
   c->stage = malloc (STAGE + bs + 16);
   if (bufs == NULL || c->stage == NULL)
@@ -415,7 +424,7 @@ flush (struct conn *c)
     unsigned n = 0, k;
     ssize_t r;
 
-    for (k = 0; k < c->out_len && n + 2 <= MAX_IOV; k++) {
+    for (k = 0; k < c->out_len && n + 2 <= MAX_IOV && (k == 0 || !c->one_per_send); k++) {
       struct slot *s = &c->slots[c->outq[(c->out_head + k) % MAX_QD]];
 
       if (skip < 28) {
