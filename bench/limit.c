@@ -8,6 +8,8 @@
  *
  * Environment (for experiments; bench/run.sh sets none of them):
  * LIMIT_ONE_PER_SEND=1 sends each request with its own sendmsg;
+ * LIMIT_MEMSET=1 zeroes each read buffer first (libnbd's default
+ * nbd_set_pread_initialize behaviour);
  * LIMIT_STAGE=1 / LIMIT_DIRECT=1 force either way of receiving replies.
  *
  * URI is nbd+unix:///?socket=PATH (or a bare socket path); the default
@@ -326,6 +328,11 @@ struct conn {
    * (to measure what batching the sends saves). */
   bool one_per_send;
 
+  /* LIMIT_MEMSET: zero each read buffer before the read is issued, as
+   * libnbd (and ours) do while nbd_set_pread_initialize is on, the
+   * default. */
+  bool memset_reads;
+
   /* Replies: staging buffer, or header + direct payload. */
   bool direct;
   unsigned char *stage;
@@ -363,6 +370,7 @@ conn_init (struct conn *c, int fd, uint64_t size, uint64_t bs, unsigned qd,
   if (getenv ("LIMIT_DIRECT") && mode != RANDOM_WRITE && mode != RANDOM_MIX)
     c->direct = true;
   c->one_per_send = getenv ("LIMIT_ONE_PER_SEND") != NULL;
+  c->memset_reads = getenv ("LIMIT_MEMSET") != NULL;
   bufs = malloc ((size_t) bs * qd);
   c->stage = malloc (STAGE + bs + 16);
   if (bufs == NULL || c->stage == NULL)
@@ -403,6 +411,8 @@ issue (struct conn *c, unsigned i)
     s->write = c->mode == RANDOM_WRITE;
     break;
   }
+  if (!s->write && c->memset_reads)
+    memset (s->buf, 0, c->bs);
   put16 (s->req + 6, s->write ? CMD_WRITE : CMD_READ);
   put64 (s->req + 16, off);
   s->busy = true;

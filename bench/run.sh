@@ -2,11 +2,12 @@
 # Benchmarks Debian's libnbd 1.14, libnbd 1.24.4 and ours, side by side, on the
 # same binaries, and against bench/limit.c (no library: only the socket work).
 #
-#   bench/run.sh                 quick run (5 repetitions, small sizes; ~6 min)
+#   bench/run.sh                 quick run (5 repetitions, small sizes; ~9 min)
 #   REPS=9 bench/run.sh          more repetitions
 #   FULL=1 bench/run.sh          the long workloads (4G / 1G copies, 10 s fio,
-#                                2 s per aio test; ~40 min)
-#   SMOKE=1 REPS=1 bench/run.sh  tiny sizes: checks that everything runs (~1 min)
+#                                2 s per aio test; ~40 min): the run for
+#                                BENCHMARKS.md, on a quiet machine
+#   SMOKE=1 REPS=1 bench/run.sh  tiny sizes: checks that everything runs (~20 s)
 #   ONLY=2,4 bench/run.sh        a subset of the workloads (1-9)
 #   LIMIT=0 bench/run.sh         without the limit program
 #   LIBS=debian,ours bench/run.sh  a subset of the libraries (debian, libnbd124, ours)
