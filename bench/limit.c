@@ -39,9 +39,9 @@
  *    socket is empty).
  *
  * copy mode: CONNS threads, each with its own connection, take 128 MiB
- * pieces of the export in turn (as nbdcopy's multi-threaded loop does)
- * and read each piece in BS-byte requests with QD in flight; the data is
- * dropped (nbdcopy's null: destination).
+ * pieces of the export in turn (nbdcopy's copy threads also share the
+ * export out in pieces) and read each piece in BS-byte requests with QD
+ * in flight; the data is dropped (nbdcopy's null: destination).
  *
  * Output, as aio-bench's:
  *   result name=NAME ops=N bytes=B secs=S cpu=C
