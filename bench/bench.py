@@ -680,16 +680,19 @@ def targets_summary():
             out.append(f"- **{tid}** {text}: not measured in this run"
                        + (" (a reference column is missing)" if missing else "") + ".")
             continue
-        ratios = [r for _, r in rows]
-        kind = next(t[1] for m, _ in rows for t in m.targets() if t[0] == tid)
-        worst = min(ratios) if kind == "higher" else max(ratios)
+        # margin: how far each row is past its target (≥ 1 met), so that
+        # throughput (higher) and time (lower) rows compare.
+        def margin(m, r):
+            _, kind, x, _ = next(t for t in m.targets() if t[0] == tid)
+            return r / x if kind == "higher" else (x / r if r else float("inf"))
+        wm, wr = min(rows, key=lambda p: margin(*p))
         status = "**met**" if not bad else f"**not met** in {len(bad)} of {len(rows)} rows"
         ref = next(t[3] for m, _ in rows for t in m.targets() if t[0] == tid)
-        line = (f"- **{tid}** {text}: {status} (ours / {SHORT[ref]} from "
-                f"{min(ratios):.2f}× to {max(ratios):.2f}× over {len(rows)} rows, "
-                f"worst {worst:.2f}×)")
+        line = f"- **{tid}** {text}: {status} (ratios ours / {SHORT[ref]}"
+        line += (f"; {len(rows)} rows, the tightest: {wm.workload} — {wm.name}: {wr:.2f}×)"
+                 if not bad else ")")
         if bad:
-            bad.sort(key=lambda p: -p[1] if kind == "lower" else p[1])
+            bad.sort(key=lambda p: margin(*p))
             line += ". Gaps, worst first: " + "; ".join(
                 f"{m.workload} — {m.name}: {r:.2f}×{reach(m, tid)}" for m, r in bad[:10])
             if len(bad) > 10:
