@@ -746,6 +746,9 @@ def main():
     started = time.time()
     load_start = loadavg()
     load_seen = [os.getloadavg()[0]]
+    if load_seen[0] > 1.0 and not SMOKE:
+        log(f"bench: WARNING: load average {load_start}: the machine is not quiet, so the "
+            "numbers will be skewed (see BENCHMARKS.md)")
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt
@@ -850,6 +853,9 @@ def main():
         "",
         *(["**SMOKE run: tiny sizes, one repetition; these numbers measure nothing.**", ""]
           if SMOKE else []),
+        *([f"**The machine was busy during this run (1-min load average up to "
+           f"{max(load_seen):.1f}): the ratios are indications, not measurements.**", ""]
+          if max(load_seen) > 1.5 and not SMOKE else []),
         f"Load average (1, 5, 15 min) at the start: {load_start}; at the end: {loadavg()}; "
         f"1-min load seen between tests: {min(load_seen):.2f}–{max(load_seen):.2f}. "
         "The client and the server share the machine's CPUs, so any other load skews the "
