@@ -702,6 +702,18 @@ def targets_summary():
     return out
 
 
+def machine_cpu():
+    """(All CPUs' busy seconds since boot, this process's and its reaped
+    children's CPU seconds): their differences over a run say how much
+    CPU time processes outside the run took (steal time counts as busy)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]     # not idle, not iowait
+    t = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system + t.children_user + \
+        t.children_system
+
+
 def loadavg():
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -746,6 +758,7 @@ def main():
     started = time.time()
     load_start = loadavg()
     load_seen = [os.getloadavg()[0]]
+    cpu_start = machine_cpu()
     if load_seen[0] > 1.0 and not SMOKE:
         log(f"bench: WARNING: load average {load_start}: the machine is not quiet, so the "
             "numbers will be skewed (see BENCHMARKS.md)")
@@ -842,6 +855,9 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
     elapsed = time.time() - started
+    cpu_end = machine_cpu()
+    others = max(0.0, (cpu_end[0] - cpu_start[0]) - (cpu_end[1] - cpu_start[1]))
+    others_share = others / (elapsed * (os.cpu_count() or 1))
     mode = ("smoke" if SMOKE else "full" if FULL else "quick") + (", pinned" if PIN else "")
     out = [
         "# nbd-rs vs libnbd 1.14 (Debian) and 1.24.4: benchmark results",
@@ -853,13 +869,16 @@ def main():
         "",
         *(["**SMOKE run: tiny sizes, one repetition; these numbers measure nothing.**", ""]
           if SMOKE else []),
-        *([f"**The machine was busy during this run (1-min load average up to "
-           f"{max(load_seen):.1f}): the ratios are indications, not measurements.**", ""]
-          if max(load_seen) > 1.5 and not SMOKE else []),
+        *([f"**The machine was busy: other processes took {others_share:.0%} of its CPU "
+           f"time during this run; the ratios are indications, not measurements.**", ""]
+          if others_share > 0.05 and not SMOKE else []),
         f"Load average (1, 5, 15 min) at the start: {load_start}; at the end: {loadavg()}; "
-        f"1-min load seen between tests: {min(load_seen):.2f}–{max(load_seen):.2f}. "
-        "The client and the server share the machine's CPUs, so any other load skews the "
-        "numbers: a run is comparable only at a load average well under 1 at the start.",
+        f"1-min load seen between tests (this run's own clients and servers included): "
+        f"{min(load_seen):.2f}–{max(load_seen):.2f}. Processes outside this run took "
+        f"{others_share:.1%} of the machine's CPU time while it ran (/proc/stat busy time "
+        "minus this run's own processes). The client and the server share the machine's "
+        "CPUs, so any other load skews the numbers: a run is a measurement only if it "
+        "started at a load average well under 1 and others took no more than a few percent.",
         "",
         "Each row is the median over the repetitions; the same binaries run on every "
         "library (through the same loader and glibc, only libnbd.so.0 switched), back "
