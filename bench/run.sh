@@ -14,7 +14,8 @@
 #   PIN=1 bench/run.sh           clients on CPU 0, servers on the other CPUs
 #
 # It builds target/release/libnbd.so.0 (make lib; NO_BUILD=1 skips it) and the
-# C programs in bench/ (into target/bench/, linked with -lnbd and no rpath),
+# C programs in bench/ (into target/bench/, linked with -lnbd and no rpath;
+# limit.c, the physical-limit yardstick, with no libnbd at all),
 # starts nbdkit and qemu-nbd on Unix sockets in a temporary directory, runs
 # every workload alternately on each library, stops the servers, and prints a
 # Markdown table that it also writes to bench/results.md.  libnbd 1.24.4 comes
