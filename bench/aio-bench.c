@@ -21,7 +21,8 @@
  *   result name=aio-read-4k-qd16 ops=N bytes=B secs=S cpu=C
  *
  * The program runs unchanged on any libnbd: bench/run.sh runs each test on
- * Debian's library and on ours in turn by switching LD_LIBRARY_PATH.
+ * every library in turn, switching only libnbd.so.0 under one loader, and
+ * bench/limit.c runs the same tests with no library at all.
  */
 #define _POSIX_C_SOURCE 200809L
 

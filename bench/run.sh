@@ -1,18 +1,21 @@
 #!/bin/bash
 # Benchmarks Debian's libnbd 1.14, libnbd 1.24.4 and ours, side by side, on the
-# same binaries.
+# same binaries, and against bench/limit.c (no library: only the socket work).
 #
-#   bench/run.sh                 quick run (5 repetitions, small sizes; ~6 min)
+#   bench/run.sh                 quick run (5 repetitions, small sizes; ~9 min)
 #   REPS=9 bench/run.sh          more repetitions
 #   FULL=1 bench/run.sh          the long workloads (4G / 1G copies, 10 s fio,
-#                                2 s per aio test; ~40 min)
-#   SMOKE=1 REPS=1 bench/run.sh  tiny sizes: checks that everything runs (~1 min)
-#   ONLY=2,4 bench/run.sh        a subset of the workloads (1-7)
+#                                2 s per aio test; ~40 min): the run for
+#                                BENCHMARKS.md, on a quiet machine
+#   SMOKE=1 REPS=1 bench/run.sh  tiny sizes: checks that everything runs (~20 s)
+#   ONLY=2,4 bench/run.sh        a subset of the workloads (1-9)
+#   LIMIT=0 bench/run.sh         without the limit program
 #   LIBS=debian,ours bench/run.sh  a subset of the libraries (debian, libnbd124, ours)
 #   PIN=1 bench/run.sh           clients on CPU 0, servers on the other CPUs
 #
 # It builds target/release/libnbd.so.0 (make lib; NO_BUILD=1 skips it) and the
-# C programs in bench/ (into target/bench/, linked with -lnbd and no rpath),
+# C programs in bench/ (into target/bench/, linked with -lnbd and no rpath;
+# limit.c, the physical-limit yardstick, with no libnbd at all),
 # starts nbdkit and qemu-nbd on Unix sockets in a temporary directory, runs
 # every workload alternately on each library, stops the servers, and prints a
 # Markdown table that it also writes to bench/results.md.  libnbd 1.24.4 comes
@@ -65,5 +68,6 @@ for prog in aio-bench block-status handles; do
     cc -std=c99 -Wall -Wextra -Werror -O2 -Iinclude -o "target/bench/$prog" \
        "bench/$prog.c" -Ltarget/release -lnbd
 done
+cc -std=c99 -Wall -Wextra -Werror -O2 -pthread -o target/bench/limit bench/limit.c
 
 exec python3 "$ROOT/bench/bench.py"
