@@ -283,7 +283,7 @@ pub(crate) fn aio_command_completed(inner: &mut HandleInner, cookie: u64) -> Res
 pub(crate) fn aio_peek_command_completed(inner: &mut HandleInner) -> Result<i64, Error> {
     match inner.engine.peek_completed() {
         Some(c) => cookie(Ok(c)),
-        None if inner.engine.in_flight() > 0 => Ok(0),
+        None if in_flight(inner) > 0 => Ok(0),
         None => Err(Error::Engine {
             errno: libc::EINVAL,
             message: "no commands are in flight".into(),
@@ -291,9 +291,19 @@ pub(crate) fn aio_peek_command_completed(inner: &mut HandleInner) -> Result<i64,
     }
 }
 
+/// The commands in flight as libnbd counts them: those submitted and not
+/// retired, plus `NBD_CMD_DISC` until the server closes the connection.
+fn in_flight(inner: &HandleInner) -> usize {
+    let disc = inner
+        .engine
+        .client()
+        .is_some_and(|c| c.disconnect_in_flight());
+    inner.engine.in_flight() + usize::from(disc)
+}
+
 /// `nbd_aio_in_flight`.
 pub(crate) fn aio_in_flight(inner: &mut HandleInner) -> Result<c_int, Error> {
-    Ok(c_int::try_from(inner.engine.in_flight()).unwrap_or(c_int::MAX))
+    Ok(c_int::try_from(in_flight(inner)).unwrap_or(c_int::MAX))
 }
 
 /// `nbd_poll`.

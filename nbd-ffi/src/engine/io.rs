@@ -345,16 +345,7 @@ impl Engine {
             }
         }
         self.process_events();
-        // After NBD_CMD_DISC (or NBD_OPT_ABORT) went out, end TLS cleanly.
-        if self
-            .client
-            .as_ref()
-            .is_some_and(|c| c.state() == State::Closed)
-        {
-            if let Some(t) = self.tls.as_mut() {
-                t.close_notify();
-            }
-        }
+        self.end_writes_after_disconnect();
     }
 
     /// Waits up to `timeout_ms` (-1: forever) for the socket, then does the

@@ -2,9 +2,9 @@
 //! process and socket-activation directory.
 
 use super::{transport, Engine, EngineError};
-use nbd_proto::client::{Client, Config};
+use nbd_proto::client::{Client, Config, State};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 impl Engine {
@@ -106,6 +106,33 @@ impl Engine {
             return Err(EngineError::io(&e, "kill"));
         }
         Ok(())
+    }
+
+    /// Once `NBD_CMD_DISC` is written (or the session closed after
+    /// `NBD_OPT_ABORT`), nothing more goes to the server: TLS ends with
+    /// close_notify and a plain socket's write side is shut, which is what
+    /// tells servers that wait for it (nbdkit) to hang up, as libnbd 1.24
+    /// does.
+    pub(super) fn end_writes_after_disconnect(&mut self) {
+        let Some(c) = self.client.as_ref() else {
+            return;
+        };
+        let disc_written = c.disconnect_in_flight()
+            && c.pending_output() == 0
+            && self.tls.as_ref().is_none_or(|t| t.committed() == 0);
+        if !disc_written && c.state() != State::Closed {
+            return;
+        }
+        if let Some(t) = self.tls.as_mut() {
+            t.close_notify();
+        } else if disc_written && !self.writes_shut {
+            self.writes_shut = true;
+            if let Some(fd) = self.fd.as_ref() {
+                // SAFETY: shutdown(2) on the socket we own; an error (the
+                // peer already gone) changes nothing.
+                unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
+            }
+        }
     }
 
     /// Closing the handle: the connection ends, and every callback still

@@ -669,7 +669,6 @@ impl Client {
     /// Reports that `n` bytes of the pending output were sent.
     pub fn advance_transmit(&mut self, n: usize) {
         self.tx.advance(n);
-        self.after_transmit();
         self.update_direction();
     }
 
@@ -684,7 +683,6 @@ impl Client {
             return;
         }
         self.tx.drain_into(out, payload);
-        self.after_transmit();
         self.update_direction();
     }
 
