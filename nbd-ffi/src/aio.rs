@@ -28,7 +28,11 @@ pub use crate::exports::aio::*;
 
 impl HandleInner {
     /// After I/O driven by the caller: fails if that I/O killed the connection.
-    fn after_notify(&self) -> Result<c_int, Error> {
+    fn after_notify(&mut self) -> Result<c_int, Error> {
+        if let Some(e) = self.engine.take_start_error() {
+            // A TCP connect failed on every address: newly created again.
+            return Err(e.into());
+        }
         if self.state() == State::Dead {
             return Err(self.death_error());
         }

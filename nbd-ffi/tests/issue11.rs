@@ -546,3 +546,74 @@ fn parallel_tls_writes_to_a_slow_server_arrive_intact() {
         |i| 20 * 1024 + (i * 7919 % 4096) as usize,
     );
 }
+
+/// Whether `h` is newly created (`nbd_aio_is_created`).
+fn is_created(h: *mut Handle) -> bool {
+    // SAFETY: h is open.
+    unsafe { nbd_ffi::state::nbd_aio_is_created(h) == 1 }
+}
+
+/// Connect failures that happen before anything is connected leave the
+/// handle newly created, as in libnbd 1.24 (a second connect may follow):
+/// a TCP connect refused on every address (also the aio form, which
+/// fails at once on the loopback interface), a host or service name that
+/// does not resolve (errno 0, getaddrinfo's codes being no errnos), a
+/// descriptor that is not open (`EBADF`). A missing Unix socket still
+/// makes the handle dead.
+#[test]
+fn failed_tcp_connects_leave_the_handle_created() {
+    // A port nobody listens on: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let live_port = live.local_addr().unwrap().port().to_string();
+    let host = CString::new("127.0.0.1").unwrap();
+    let closed = CString::new(closed).unwrap();
+    let live_port = CString::new(live_port).unwrap();
+    let bad_service = CString::new("no-such-service-name").unwrap();
+    // SAFETY: nbd_create has no preconditions.
+    let h = unsafe { nbd_ffi::handle::nbd_create() };
+    // SAFETY (all calls below): h is open, the strings are alive.
+    unsafe {
+        use nbd_ffi::connect::*;
+        assert_eq!(nbd_connect_tcp(h, host.as_ptr(), closed.as_ptr()), -1);
+        assert_eq!(errno(), libc::ECONNREFUSED);
+        assert!(is_created(h));
+        assert_eq!(nbd_aio_connect_tcp(h, host.as_ptr(), closed.as_ptr()), -1);
+        assert_eq!(errno(), libc::ECONNREFUSED);
+        assert!(is_created(h));
+        assert_eq!(nbd_connect_tcp(h, host.as_ptr(), bad_service.as_ptr()), -1);
+        let (e, msg) = last_error();
+        assert_eq!(e, 0, "{msg}");
+        assert!(msg.starts_with("nbd_connect_tcp: getaddrinfo: "), "{msg}");
+        assert!(is_created(h));
+        assert_eq!(
+            nbd_aio_connect_tcp(h, host.as_ptr(), bad_service.as_ptr()),
+            -1
+        );
+        assert_eq!(errno(), 0);
+        assert!(is_created(h));
+        assert_eq!(nbd_connect_socket(h, -1), -1);
+        assert_eq!(errno(), libc::EBADF);
+        assert!(is_created(h));
+        // The handle still connects.
+        assert_eq!(nbd_aio_connect_tcp(h, host.as_ptr(), live_port.as_ptr()), 0);
+        assert!(!is_created(h));
+        nbd_ffi::handle::nbd_close(h);
+    }
+    // A missing Unix socket: dead, as in libnbd.
+    let missing = CString::new("/nonexistent/socket").unwrap();
+    // SAFETY: as above.
+    unsafe {
+        let h = nbd_ffi::handle::nbd_create();
+        assert_eq!(nbd_ffi::connect::nbd_connect_unix(h, missing.as_ptr()), -1);
+        assert_eq!(errno(), libc::ENOENT);
+        assert_eq!(nbd_ffi::state::nbd_aio_is_dead(h), 1);
+        nbd_ffi::handle::nbd_close(h);
+    }
+    drop(live);
+}

@@ -56,7 +56,7 @@ impl Engine {
             Ok(()) => self.attach(p.fd),
             Err(e) => {
                 if p.fallbacks.is_empty() {
-                    self.fail(EngineError::io(&e, "connect"));
+                    self.fail_connect(p.tcp, EngineError::io(&e, "connect"));
                 } else {
                     let rest = std::mem::take(&mut p.fallbacks);
                     match transport::connect_addrs(rest) {
@@ -67,11 +67,29 @@ impl Engine {
                                 self.attach(next.fd);
                             }
                         }
-                        Err(e) => self.fail(EngineError::io(&e, "connect")),
+                        Err(e) => self.fail_connect(true, EngineError::io(&e, "connect")),
                     }
                 }
             }
         }
+    }
+
+    /// A connect that failed on every address. A TCP connect leaves the
+    /// handle newly created, as libnbd 1.24 does (a later connect may be
+    /// tried); the call that saw it reports `e` ([`Engine::take_start_error`]).
+    /// Any other makes the handle dead.
+    fn fail_connect(&mut self, tcp: bool, e: EngineError) {
+        if tcp {
+            self.pending = None;
+            self.start_error = Some(e);
+        } else {
+            self.fail(e);
+        }
+    }
+
+    /// Why the last TCP connect failed, once (see [`Engine::fail_connect`]).
+    pub(crate) fn take_start_error(&mut self) -> Option<EngineError> {
+        self.start_error.take()
     }
 
     /// Records that starting the connection failed: the handle is dead.
