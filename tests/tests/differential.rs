@@ -314,24 +314,18 @@ const CONNECT_DIFFS: &[Expected] = &[
 const OPT_DIFFS: &[Expected] = &[];
 
 /// Known differences of `tests/c/diff/tls.c`.
-const TLS_DIFFS: &[Expected] = &[
-    Expected {
-        libnbd: &["state missing PSK file: created=0 connecting=0 negotiating=0 ready=0 processing=0 dead=1 closed=0"],
-        ours: &["state missing PSK file: created=1 connecting=0 negotiating=0 ready=0 processing=0 dead=0 closed=0"],
-        defect: "a PSK file that cannot be read fails the connect before connecting (the handle stays created); libnbd fails in the handshake and the handle is dead (both ENOTTY)",
-    },
-    Expected {
-        libnbd: &[
-            "nbd_set_tls_priority (h, \"BOGUS-PRIORITY\") = 0",
-            "nbd_get_tls_priority (h) = \"BOGUS-PRIORITY\"",
-        ],
-        ours: &[
-            "nbd_set_tls_priority (h, \"BOGUS-PRIORITY\") = -1 EINVAL",
-            "nbd_get_tls_priority (h) = \"NORMAL:-VERS-ALL:+VERS-TLS1.3\"",
-        ],
-        defect: "on purpose: priority strings we cannot honour are refused when set, not at connect time",
-    },
-];
+const TLS_DIFFS: &[Expected] = &[Expected {
+    libnbd: &[
+        "nbd_set_tls_priority (h, \"BOGUS-PRIORITY\") = 0",
+        "nbd_get_tls_priority (h) = \"BOGUS-PRIORITY\"",
+    ],
+    ours: &[
+        "nbd_set_tls_priority (h, \"BOGUS-PRIORITY\") = -1 EINVAL",
+        "nbd_get_tls_priority (h) = \"NORMAL:-VERS-ALL:+VERS-TLS1.3\"",
+    ],
+    defect:
+        "on purpose: priority strings we cannot honour are refused when set, not at connect time",
+}];
 
 /// Known differences of `tests/c/diff/aio2.c`.
 const AIO2_DIFFS: &[Expected] = &[];

@@ -177,7 +177,7 @@ impl Engine {
             }
             Err(why) => {
                 self.tls = None;
-                c.tls_failed(why);
+                self.fail_tls(why);
                 true
             }
         };
@@ -207,7 +207,7 @@ impl Engine {
                 // The client speaks first: send the hello now.
                 self.drive_handshake();
             }
-            Err(why) => c.tls_failed(why),
+            Err(why) => self.fail_tls(why),
         }
     }
 

@@ -92,6 +92,17 @@ impl Engine {
         self.start_error.take()
     }
 
+    /// TLS could not start or its handshake failed: the connection dies,
+    /// reporting `why` with its own errno (not the protocol client's).
+    pub(super) fn fail_tls(&mut self, why: EngineError) {
+        if self.dead.is_none() {
+            self.dead = Some(why.clone());
+        }
+        if let Some(c) = self.client.as_mut() {
+            c.tls_failed(why.message);
+        }
+    }
+
     /// Records that starting the connection failed: the handle is dead.
     pub(crate) fn fail_start(&mut self, e: EngineError) {
         self.pending = None;
