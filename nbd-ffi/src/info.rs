@@ -154,7 +154,15 @@ pub(crate) fn can_meta_context(
     inner: &mut HandleInner,
     metacontext: &CStr,
 ) -> Result<c_int, Error> {
+    let requested = !inner.negotiation.meta_contexts.is_empty();
     let c = connected(inner)?;
+    if requested && !c.meta_contexts_valid() {
+        // Contexts were asked for but no selection succeeded (e.g.
+        // nbd_set_request_meta_context (h, false)): libnbd 1.24 fails.
+        return Err(Error::Invalid(
+            "metadata contexts were requested, but no NBD_OPT_SET_META_CONTEXT succeeded".into(),
+        ));
+    }
     Ok(c_int::from(
         c.meta_context_id(&metacontext.to_string_lossy()).is_some(),
     ))
