@@ -17,7 +17,7 @@ use crate::callbacks::{
 use crate::commands::{context_names, Op};
 use crate::constants::LIBNBD_SHUTDOWN_MASK;
 use crate::engine::RawBuf;
-use crate::errors::{check_flags, Error};
+use crate::errors::{check_flags, Cause, Error};
 use crate::handle::HandleInner;
 use crate::hooks::CmdCallbacks;
 use crate::ptr::OutBuf;
@@ -45,12 +45,7 @@ impl HandleInner {
         // connected (libnbd: EINVAL once shut down or dead).
         match self.state() {
             State::Ready | State::Processing | State::Negotiating => {}
-            state => {
-                return Err(Error::InvalidState {
-                    state,
-                    allowed: "connected with the server, or negotiating",
-                })
-            }
+            state => return Err(state.refusal("connected with the server, or negotiating")),
         }
         // nbd_shutdown after nbd_aio_disconnect only waits; a second
         // nbd_aio_disconnect fails (EINVAL), as in libnbd 1.24.
@@ -76,10 +71,7 @@ impl HandleInner {
 /// A cookie as the C API returns it.
 fn cookie(c: Result<u64, Error>) -> Result<i64, Error> {
     c.and_then(|c| {
-        i64::try_from(c).map_err(|_| Error::Engine {
-            errno: libc::EOVERFLOW,
-            message: "cookie out of range".into(),
-        })
+        i64::try_from(c).map_err(|_| Error::Engine(Cause::Overflow("cookie out of range".into())))
     })
 }
 
@@ -100,7 +92,7 @@ pub(crate) fn aio_pread(
     flags: u32,
 ) -> Result<i64, Error> {
     let cbs = completing(completion_callback);
-    cookie(inner.issue(Op::Read(buf.raw()), offset, flags, cbs))
+    cookie(inner.issue(Op::Read(RawBuf::from(&buf)), offset, flags, cbs))
 }
 
 /// `nbd_aio_pread_structured`.
@@ -116,7 +108,7 @@ pub(crate) fn aio_pread_structured(
         chunk: Some(chunk_callback),
         ..completing(completion_callback)
     };
-    cookie(inner.issue(Op::ReadStructured(buf.raw()), offset, flags, cbs))
+    cookie(inner.issue(Op::ReadStructured(RawBuf::from(&buf)), offset, flags, cbs))
 }
 
 /// `nbd_aio_pwrite`.
@@ -236,10 +228,10 @@ pub(crate) fn aio_block_status_filter(
 /// `nbd_aio_get_fd`.
 pub(crate) fn aio_get_fd(inner: &mut HandleInner) -> Result<c_int, Error> {
     not_created(inner, "connection is not in a connected state")?;
-    inner.engine.fd().ok_or(Error::InvalidState {
-        state: inner.state(),
-        allowed: "connecting, or connected",
-    })
+    inner
+        .engine
+        .fd()
+        .ok_or(inner.state().refusal("connecting, or connected"))
 }
 
 /// `nbd_aio_get_direction`: 0 when there is nothing to wait for.
@@ -253,12 +245,9 @@ pub(crate) fn aio_get_direction(inner: &mut HandleInner) -> Result<c_uint, Error
 
 /// Fails with `EINVAL` (not the `ENOTCONN` of a state check) on a newly
 /// created handle, as libnbd 1.24 does for the calls that drive the socket.
-fn not_created(inner: &HandleInner, why: &str) -> Result<(), Error> {
+fn not_created(inner: &HandleInner, why: &'static str) -> Result<(), Error> {
     match inner.state() {
-        State::Created => Err(Error::Engine {
-            errno: libc::EINVAL,
-            message: why.into(),
-        }),
+        State::Created => Err(Error::Engine(Cause::InvalidState(why))),
         _ => Ok(()),
     }
 }
@@ -288,10 +277,9 @@ pub(crate) fn aio_peek_command_completed(inner: &mut HandleInner) -> Result<i64,
     match inner.engine.peek_completed() {
         Some(c) => cookie(Ok(c)),
         None if in_flight(inner) > 0 => Ok(0),
-        None => Err(Error::Engine {
-            errno: libc::EINVAL,
-            message: "no commands are in flight".into(),
-        }),
+        None => Err(Error::Engine(Cause::InvalidState(
+            "no commands are in flight",
+        ))),
     }
 }
 

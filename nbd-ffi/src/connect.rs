@@ -17,7 +17,7 @@
 //! every field that could be taken as an option or shell syntax.
 
 use crate::engine::{transport, EngineError};
-use crate::errors::Error;
+use crate::errors::{Cause, Error};
 use crate::handle::HandleInner;
 use crate::ptr::{MallocStr, SockAddr};
 use crate::state::State;
@@ -119,7 +119,7 @@ impl HandleInner {
                         stays_created = true;
                         match e.raw_os_error() {
                             Some(errno) => EngineError::new(errno, "getaddrinfo"),
-                            None => EngineError::new(0, format!("getaddrinfo: {e}")),
+                            None => EngineError::NoErrno(format!("getaddrinfo: {e}")),
                         }
                     })?;
                     let p = transport::connect_addrs(addrs).map_err(|e| {
@@ -197,10 +197,9 @@ impl HandleInner {
         match self.state() {
             State::Ready | State::Negotiating | State::Processing => Ok(()),
             State::Dead => Err(self.death_error()),
-            _ => Err(Error::Engine {
-                errno: libc::ENOTCONN,
-                message: "the server closed the connection during the handshake".into(),
-            }),
+            _ => Err(Error::Engine(Cause::NotConnected(
+                "the server closed the connection during the handshake",
+            ))),
         }
     }
 
@@ -208,10 +207,7 @@ impl HandleInner {
     pub(crate) fn death_error(&self) -> Error {
         match self.engine.death() {
             Some(e) => e.clone().into(),
-            None => Error::Engine {
-                errno: libc::ENOTCONN,
-                message: "the connection is dead".into(),
-            },
+            None => Error::Engine(Cause::NotConnected("the connection is dead")),
         }
     }
 
@@ -535,13 +531,11 @@ pub(crate) fn aio_connect(inner: &mut HandleInner, addr: SockAddr) -> Result<c_i
 /// `ENAMETOOLONG`; other characters: `EINVAL`). Empty is allowed.
 pub(crate) fn check_socket_activation_name(name: &[u8]) -> Result<(), Error> {
     if name.len() > MAX_SOCKET_ACTIVATION_NAME {
-        return Err(Error::Engine {
-            errno: libc::ENAMETOOLONG,
-            message: format!(
+        return Err(Error::Engine(Cause::new(libc::ENAMETOOLONG, format!(
                 "the socket activation name is {} bytes long, more than {MAX_SOCKET_ACTIVATION_NAME}",
                 name.len()
             ),
-        });
+        )));
     }
     if !name.iter().all(u8::is_ascii_alphanumeric) {
         return Err(Error::Invalid(
@@ -587,10 +581,7 @@ pub(crate) fn get_subprocess_pid(inner: &mut HandleInner) -> Result<i64, Error> 
         .engine
         .child_pid()
         .map(i64::from)
-        .ok_or_else(|| Error::Engine {
-            errno: libc::ESRCH,
-            message: "no subprocess exists".into(),
-        })
+        .ok_or_else(|| Error::Engine(Cause::new(libc::ESRCH, "no subprocess exists")))
 }
 
 /// `nbd_supports_vsock`: whether this build has `AF_VSOCK` sockets. As

@@ -56,6 +56,17 @@ impl State {
         CStr::from_bytes_with_nul(text).unwrap_or_default()
     }
 
+    /// libnbd's "invalid state" error for a call that needs a handle that
+    /// is `allowed` ("connected with the server"): `ENOTCONN` while newly
+    /// created, `EINVAL` otherwise.
+    pub(crate) fn refusal(self, allowed: &'static str) -> crate::errors::Error {
+        crate::errors::Error::InvalidState {
+            state: self.short_name(),
+            created: self == State::Created,
+            allowed,
+        }
+    }
+
     /// The states as bits, for [`Permitted`].
     const fn bit(self) -> u8 {
         1 << self as u8
@@ -135,10 +146,7 @@ impl Permitted {
         if self.bits & state.bit() != 0 {
             Ok(())
         } else {
-            Err(crate::errors::Error::InvalidState {
-                state,
-                allowed: self.words,
-            })
+            Err(state.refusal(self.words))
         }
     }
 }

@@ -138,7 +138,7 @@ impl TlsSettings {
         let username = match (&self.username, &self.psk_file) {
             (Some(u), _) => u.clone(),
             (None, Some(_)) => login_name().unwrap_or_else(|e| {
-                username_error = Some(crate::engine::EngineError::new(e.errno(), e.to_string()));
+                username_error = Some(crate::errors::Cause::new(e.errno(), e.to_string()));
                 CString::default()
             }),
             (None, None) => CString::default(),

@@ -99,7 +99,7 @@ impl Engine {
             self.dead = Some(why.clone());
         }
         if let Some(c) = self.client.as_mut() {
-            c.tls_failed(why.message);
+            c.tls_failed(why.text());
         }
     }
 
@@ -114,7 +114,7 @@ impl Engine {
             self.dead = Some(e.clone());
         }
         if let Some(c) = self.client.as_mut() {
-            c.handle_io_error(e.message);
+            c.handle_io_error(e.text());
         }
         self.process_events();
     }

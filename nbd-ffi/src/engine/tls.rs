@@ -467,10 +467,10 @@ impl TlsSession {
             Ok(()) => {
                 self.read_waits = 0;
                 if self.psk && self.stream.ssl().peer_certificate().is_some() {
-                    return Err(EngineError::new(
-                        0,
+                    return Err(EngineError::NoErrno(
                         "the server authenticated with a certificate, \
-                         not with the pre-shared key",
+                         not with the pre-shared key"
+                            .into(),
                     ));
                 }
                 self.handshaking = false;
@@ -485,7 +485,7 @@ impl TlsSession {
                     self.read_waits = DIRECTION_WRITE;
                     Ok(false)
                 }
-                _ => Err(EngineError::new(0, self.failure(&e))),
+                _ => Err(EngineError::NoErrno(self.failure(&e))),
             },
         }
     }
@@ -798,23 +798,23 @@ mod tests {
         assert_eq!(read_psk(&file, "alice").unwrap(), [0x0a, 0x0b]);
         assert_eq!(read_psk(&file, "bob").unwrap(), [0x00, 0xff]);
         let e = read_psk(&file, "carol").unwrap_err().0;
-        assert!(e.message.contains("no key for username carol"));
-        assert_eq!(e.errno, libc::EINVAL);
+        assert!(e.text().contains("no key for username carol"));
+        assert_eq!(e.errno(), libc::EINVAL);
         std::fs::write(&file, "alice:abc\n").unwrap();
         assert!(read_psk(&file, "alice")
             .unwrap_err()
             .0
-            .message
+            .text()
             .contains("hex"));
         std::fs::write(&file, "alice:zz\n").unwrap();
         assert!(read_psk(&file, "alice")
             .unwrap_err()
             .0
-            .message
+            .text()
             .contains("not hexadecimal"));
         // A file that cannot be read keeps the system's errno.
         let e = read_psk(&dir.join("missing.psk"), "alice").unwrap_err().0;
-        assert_eq!(e.errno, libc::ENOENT);
+        assert_eq!(e.errno(), libc::ENOENT);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
