@@ -577,7 +577,8 @@ fn failed_tcp_connects_leave_the_handle_created() {
     let bad_service = CString::new("no-such-service-name").unwrap();
     // SAFETY: nbd_create has no preconditions.
     let h = unsafe { nbd_ffi::handle::nbd_create() };
-    // SAFETY (all calls below): h is open, the strings are alive.
+    // SAFETY: h is open until the nbd_close at the end, the strings are
+    // alive for the whole block.
     unsafe {
         use nbd_ffi::connect::*;
         assert_eq!(nbd_connect_tcp(h, host.as_ptr(), closed.as_ptr()), -1);
