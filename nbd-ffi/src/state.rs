@@ -18,9 +18,10 @@ pub(crate) enum State {
     Connecting,
     /// In the handshake, including opt mode's option negotiation.
     Negotiating,
-    /// Connected, no command being sent or received.
+    /// Connected, no request being sent and no reply being received
+    /// (commands may be in flight, waiting for their replies).
     Ready,
-    /// Connected, commands in flight.
+    /// Connected, a request being sent or a reply being received.
     Processing,
     /// Failed; can only be closed.
     Dead,
@@ -49,7 +50,7 @@ impl State {
             State::Connecting => b"CONNECT: setting up the connection to the server\0",
             State::Negotiating => b"NEGOTIATING: handshake and option negotiation\0",
             State::Ready => b"READY: connected, waiting for a command\0",
-            State::Processing => b"PROCESSING: connected, commands in flight\0",
+            State::Processing => b"PROCESSING: connected, sending a request or receiving a reply\0",
             State::Dead => b"DEAD: the connection failed; the handle can only be closed\0",
             State::Closed => b"CLOSED: the connection was shut down\0",
         };

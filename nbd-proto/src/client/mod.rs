@@ -509,6 +509,20 @@ impl Client {
         }
     }
 
+    /// Whether a request is being written or a reply (one message: a
+    /// simple reply or one structured chunk) is part read: what libnbd
+    /// calls "processing". Between messages the connection is "ready" in
+    /// libnbd's terms even with commands in flight (nbd_aio_is_processing(3));
+    /// [`Client::state`] says [`State::Processing`] for those too.
+    pub fn mid_message(&self) -> bool {
+        self.phase == Phase::Transmission
+            && (!self.tx.is_empty()
+                || !self.acc.is_empty()
+                || self.payload.is_some()
+                || self.discard > 0
+                || !matches!(self.expect, negotiate::Expect::ReplyHeader))
+    }
+
     /// Whether the driver should read from the transport now.
     pub fn wants_read(&self) -> bool {
         self.want_read
