@@ -228,6 +228,14 @@ pub(crate) fn aio_block_status_filter(
 /// `nbd_aio_get_fd`.
 pub(crate) fn aio_get_fd(inner: &mut HandleInner) -> Result<c_int, Error> {
     not_created(inner, "connection is not in a connected state")?;
+    if matches!(inner.state(), State::Closed | State::Dead) {
+        // Nothing to poll once the connection is over: libnbd 1.24 has
+        // closed its socket by then (EINVAL), ours is kept until
+        // nbd_close but not handed out.
+        return Err(Error::Engine(Cause::InvalidState(
+            "there is no connection to poll: the handle is shut down or dead",
+        )));
+    }
     inner
         .engine
         .fd()

@@ -154,7 +154,7 @@ impl Engine {
         }
         if let Some(t) = self.tls.as_mut() {
             t.close_notify();
-        } else if disc_written && !self.writes_shut {
+        } else if !self.writes_shut {
             self.writes_shut = true;
             if let Some(fd) = self.fd.as_ref() {
                 // SAFETY: shutdown(2) on the socket we own; an error (the

@@ -683,6 +683,7 @@ impl Client {
     /// Reports that `n` bytes of the pending output were sent.
     pub fn advance_transmit(&mut self, n: usize) {
         self.tx.advance(n);
+        self.close_after_abort_sent();
         self.update_direction();
     }
 
@@ -697,6 +698,7 @@ impl Client {
             return;
         }
         self.tx.drain_into(out, payload);
+        self.close_after_abort_sent();
         self.update_direction();
     }
 
