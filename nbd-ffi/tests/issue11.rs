@@ -618,3 +618,42 @@ fn failed_tcp_connects_leave_the_handle_created() {
     }
     drop(live);
 }
+
+/// `nbd_aio_disconnect`: `NBD_CMD_DISC` has no reply, so the handle stays
+/// ready with it counted in flight (direction "read") until the server
+/// hangs up, and the client shuts its write side once the request is
+/// written (the server reads the end of the stream right after it), as
+/// libnbd 1.24 does.
+#[test]
+fn aio_disconnect_stays_ready_until_the_server_hangs_up() {
+    let (checked, wait_checked) = std::sync::mpsc::channel::<()>();
+    let c = Conn::ready(Export::new(Mode::Structured), setup::none, move |s| {
+        assert!(s.request().is_none(), "NBD_CMD_DISC comes");
+        // Then the end of the stream (a missing shutdown would leave this
+        // read to the harness's I/O timeout, which fails the test).
+        assert!(s.event().is_none(), "the client shut its write side");
+        // Hang up only once the client's state was looked at.
+        let _ = wait_checked.recv();
+    });
+    // SAFETY: c.h is open until c.finish().
+    unsafe {
+        use nbd_ffi::aio::*;
+        use nbd_ffi::state::*;
+        assert_eq!(nbd_aio_disconnect(c.h, 0), 0);
+        assert_eq!(nbd_aio_is_ready(c.h), 1);
+        assert_eq!(nbd_aio_is_closed(c.h), 0);
+        assert_eq!(nbd_aio_in_flight(c.h), 1);
+        assert_eq!(nbd_aio_peek_command_completed(c.h), 0);
+        assert_eq!(nbd_aio_get_direction(c.h), 1, "waiting to read");
+        // A second disconnect is refused.
+        assert_eq!(nbd_aio_disconnect(c.h, 0), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        checked.send(()).unwrap();
+        while nbd_aio_is_closed(c.h) == 0 {
+            assert_ne!(nbd_poll(c.h, -1), -1, "{:?}", last_error());
+        }
+        assert_eq!(nbd_aio_in_flight(c.h), 0);
+        assert_eq!(nbd_aio_get_direction(c.h), 0);
+    }
+    c.finish();
+}
