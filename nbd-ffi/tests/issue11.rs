@@ -4,7 +4,9 @@
 //! callback's error, a second disconnect, nbd_kill_subprocess with a
 //! stopped child, opt mode against a server without fixed newstyle, the
 //! message and errno of a reset connection, a URI's overlong export name,
-//! the memory a failed command keeps, and many parallel writes over TLS.
+//! the memory a failed command keeps, many parallel writes over TLS,
+//! connect failures that leave the handle created, and
+//! nbd_aio_disconnect waiting for the server to hang up.
 //! Socket activation's cleanup is in activation_cleanup.rs (it changes
 //! TMPDIR, so it runs in a process of its own).
 
