@@ -17,7 +17,7 @@ use crate::callbacks::{
 use crate::commands::{context_names, Op};
 use crate::constants::LIBNBD_SHUTDOWN_MASK;
 use crate::engine::RawBuf;
-use crate::errors::{check_flags, Error};
+use crate::errors::{check_flags, Cause, Error};
 use crate::handle::HandleInner;
 use crate::hooks::CmdCallbacks;
 use crate::ptr::OutBuf;
@@ -28,7 +28,11 @@ pub use crate::exports::aio::*;
 
 impl HandleInner {
     /// After I/O driven by the caller: fails if that I/O killed the connection.
-    fn after_notify(&self) -> Result<c_int, Error> {
+    fn after_notify(&mut self) -> Result<c_int, Error> {
+        if let Some(e) = self.engine.take_start_error() {
+            // A TCP connect failed on every address: newly created again.
+            return Err(e.into());
+        }
         if self.state() == State::Dead {
             return Err(self.death_error());
         }
@@ -41,12 +45,7 @@ impl HandleInner {
         // connected (libnbd: EINVAL once shut down or dead).
         match self.state() {
             State::Ready | State::Processing | State::Negotiating => {}
-            state => {
-                return Err(Error::InvalidState {
-                    state,
-                    allowed: "connected with the server, or negotiating",
-                })
-            }
+            state => return Err(state.refusal("connected with the server, or negotiating")),
         }
         // nbd_shutdown after nbd_aio_disconnect only waits; a second
         // nbd_aio_disconnect fails (EINVAL), as in libnbd 1.24.
@@ -72,10 +71,7 @@ impl HandleInner {
 /// A cookie as the C API returns it.
 fn cookie(c: Result<u64, Error>) -> Result<i64, Error> {
     c.and_then(|c| {
-        i64::try_from(c).map_err(|_| Error::Engine {
-            errno: libc::EOVERFLOW,
-            message: "cookie out of range".into(),
-        })
+        i64::try_from(c).map_err(|_| Error::Engine(Cause::Overflow("cookie out of range".into())))
     })
 }
 
@@ -96,7 +92,7 @@ pub(crate) fn aio_pread(
     flags: u32,
 ) -> Result<i64, Error> {
     let cbs = completing(completion_callback);
-    cookie(inner.issue(Op::Read(buf.raw()), offset, flags, cbs))
+    cookie(inner.issue(Op::Read(RawBuf::from(&buf)), offset, flags, cbs))
 }
 
 /// `nbd_aio_pread_structured`.
@@ -112,7 +108,7 @@ pub(crate) fn aio_pread_structured(
         chunk: Some(chunk_callback),
         ..completing(completion_callback)
     };
-    cookie(inner.issue(Op::ReadStructured(buf.raw()), offset, flags, cbs))
+    cookie(inner.issue(Op::ReadStructured(RawBuf::from(&buf)), offset, flags, cbs))
 }
 
 /// `nbd_aio_pwrite`.
@@ -232,10 +228,18 @@ pub(crate) fn aio_block_status_filter(
 /// `nbd_aio_get_fd`.
 pub(crate) fn aio_get_fd(inner: &mut HandleInner) -> Result<c_int, Error> {
     not_created(inner, "connection is not in a connected state")?;
-    inner.engine.fd().ok_or(Error::InvalidState {
-        state: inner.state(),
-        allowed: "connecting, or connected",
-    })
+    if matches!(inner.state(), State::Closed | State::Dead) {
+        // Nothing to poll once the connection is over: libnbd 1.24 has
+        // closed its socket by then (EINVAL), ours is kept until
+        // nbd_close but not handed out.
+        return Err(Error::Engine(Cause::InvalidState(
+            "there is no connection to poll: the handle is shut down or dead",
+        )));
+    }
+    inner
+        .engine
+        .fd()
+        .ok_or(inner.state().refusal("connecting, or connected"))
 }
 
 /// `nbd_aio_get_direction`: 0 when there is nothing to wait for.
@@ -249,12 +253,9 @@ pub(crate) fn aio_get_direction(inner: &mut HandleInner) -> Result<c_uint, Error
 
 /// Fails with `EINVAL` (not the `ENOTCONN` of a state check) on a newly
 /// created handle, as libnbd 1.24 does for the calls that drive the socket.
-fn not_created(inner: &HandleInner, why: &str) -> Result<(), Error> {
+fn not_created(inner: &HandleInner, why: &'static str) -> Result<(), Error> {
     match inner.state() {
-        State::Created => Err(Error::Engine {
-            errno: libc::EINVAL,
-            message: why.into(),
-        }),
+        State::Created => Err(Error::Engine(Cause::InvalidState(why))),
         _ => Ok(()),
     }
 }
@@ -283,17 +284,26 @@ pub(crate) fn aio_command_completed(inner: &mut HandleInner, cookie: u64) -> Res
 pub(crate) fn aio_peek_command_completed(inner: &mut HandleInner) -> Result<i64, Error> {
     match inner.engine.peek_completed() {
         Some(c) => cookie(Ok(c)),
-        None if inner.engine.in_flight() > 0 => Ok(0),
-        None => Err(Error::Engine {
-            errno: libc::EINVAL,
-            message: "no commands are in flight".into(),
-        }),
+        None if in_flight(inner) > 0 => Ok(0),
+        None => Err(Error::Engine(Cause::InvalidState(
+            "no commands are in flight",
+        ))),
     }
+}
+
+/// The commands in flight as libnbd counts them: those submitted and not
+/// retired, plus `NBD_CMD_DISC` until the server closes the connection.
+fn in_flight(inner: &HandleInner) -> usize {
+    let disc = inner
+        .engine
+        .client()
+        .is_some_and(|c| c.disconnect_in_flight());
+    inner.engine.in_flight() + usize::from(disc)
 }
 
 /// `nbd_aio_in_flight`.
 pub(crate) fn aio_in_flight(inner: &mut HandleInner) -> Result<c_int, Error> {
-    Ok(c_int::try_from(inner.engine.in_flight()).unwrap_or(c_int::MAX))
+    Ok(c_int::try_from(in_flight(inner)).unwrap_or(c_int::MAX))
 }
 
 /// `nbd_poll`.

@@ -18,7 +18,7 @@ use crate::constants::{
     LIBNBD_STRICT_MASK, LIBNBD_STRICT_PAYLOAD,
 };
 use crate::engine::RawBuf;
-use crate::errors::{check_flags, Error};
+use crate::errors::{check_flags, Cause, Error};
 use crate::handle::HandleInner;
 use crate::hooks::CmdCallbacks;
 use crate::ptr::{self, OutBuf};
@@ -102,10 +102,10 @@ impl Op {
 
 /// `ERANGE`, as libnbd reports a request over a size limit.
 fn too_large(what: &str, max: u64) -> Error {
-    Error::Engine {
-        errno: libc::ERANGE,
-        message: format!("request too large: maximum {what} is {max}"),
-    }
+    Error::Engine(Cause::new(
+        libc::ERANGE,
+        format!("request too large: maximum {what} is {max}"),
+    ))
 }
 
 impl HandleInner {
@@ -144,15 +144,16 @@ impl HandleInner {
     /// `LIBNBD_STRICT_COMMANDS` (`EINVAL`), and names that were negotiated
     /// (`EINVAL`), as in libnbd.
     fn context_ids(&self, names: &[String]) -> Result<Vec<u32>, Error> {
-        let c = self.engine.client().ok_or(Error::Engine {
-            errno: libc::ENOTCONN,
-            message: "the handle is not connected".into(),
-        })?;
+        let c = self
+            .engine
+            .client()
+            .ok_or(Error::Engine(Cause::NotConnected(
+                "the handle is not connected",
+            )))?;
         if !c.extended_headers() {
-            return Err(Error::Engine {
-                errno: libc::ENOTSUP,
-                message: "server does not support extended headers".into(),
-            });
+            return Err(Error::Engine(Cause::NotSupported(
+                "server does not support extended headers".into(),
+            )));
         }
         if self.commands.strict_mode & LIBNBD_STRICT_COMMANDS != 0
             && !c.export().has(tf::BLOCK_STAT_PAYLOAD)
@@ -197,10 +198,10 @@ impl HandleInner {
                         .checked_add(buf.len as u64)
                         .is_none_or(|end| end > size);
                     if strict & LIBNBD_STRICT_BOUNDS != 0 && past_end {
-                        return Err(Error::Engine {
-                            errno: libc::ENOSPC,
-                            message: "request out of bounds".into(),
-                        });
+                        return Err(Error::Engine(Cause::new(
+                            libc::ENOSPC,
+                            "request out of bounds",
+                        )));
                     }
                     return Err(too_large("payload size", max));
                 }
@@ -249,10 +250,10 @@ impl HandleInner {
         }
         match result? {
             true => Ok(0),
-            false => Err(Error::Engine {
-                errno: libc::EIO,
-                message: "the command did not complete".into(),
-            }),
+            false => Err(Error::Engine(Cause::new(
+                libc::EIO,
+                "the command did not complete",
+            ))),
         }
     }
 
@@ -275,6 +276,14 @@ pub(crate) fn context_names(contexts: &[&CStr]) -> Vec<String> {
         .iter()
         .map(|c| c.to_string_lossy().into_owned())
         .collect()
+}
+
+impl From<&OutBuf> for RawBuf {
+    /// A read buffer as the engine holds it until the command completes.
+    fn from(buf: &OutBuf) -> Self {
+        let (ptr, len) = buf.parts();
+        RawBuf { ptr, len }
+    }
 }
 
 /// A write buffer as the engine holds it until the command completes
@@ -319,7 +328,12 @@ pub(crate) fn pread(
     offset: u64,
     flags: u32,
 ) -> Result<c_int, Error> {
-    inner.run(Op::Read(buf.raw()), offset, flags, CmdCallbacks::default())
+    inner.run(
+        Op::Read(RawBuf::from(&buf)),
+        offset,
+        flags,
+        CmdCallbacks::default(),
+    )
 }
 
 /// `nbd_pread_structured`.
@@ -334,7 +348,7 @@ pub(crate) fn pread_structured(
         chunk: Some(chunk_callback),
         ..CmdCallbacks::default()
     };
-    inner.run(Op::ReadStructured(buf.raw()), offset, flags, cbs)
+    inner.run(Op::ReadStructured(RawBuf::from(&buf)), offset, flags, cbs)
 }
 
 /// `nbd_pwrite`.

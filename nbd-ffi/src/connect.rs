@@ -6,7 +6,10 @@
 //! Every connect builds a `Target`, starts it on the handle's engine with
 //! the protocol configuration taken from the handle's settings, and (for the
 //! synchronous forms) polls until the handshake is over: negotiating in opt
-//! mode, ready otherwise. A failure leaves the handle dead, as in libnbd.
+//! mode, ready otherwise. A failure leaves the handle dead, as in libnbd,
+//! except where libnbd 1.24 leaves it newly created: a host name that does
+//! not resolve (errno 0), a TCP connect refused on every address, a socket
+//! descriptor that is not open.
 //!
 //! An `nbd+ssh://` URI runs `ssh` as a subprocess speaking NBD on its
 //! stdin/stdout (the remote end runs `nc` to the server's port or Unix
@@ -14,7 +17,7 @@
 //! every field that could be taken as an option or shell syntax.
 
 use crate::engine::{transport, EngineError};
-use crate::errors::Error;
+use crate::errors::{Cause, Error};
 use crate::handle::HandleInner;
 use crate::ptr::{MallocStr, SockAddr};
 use crate::state::State;
@@ -96,6 +99,12 @@ impl HandleInner {
             Ok("") | Err(_) => DEFAULT_SOCKET_ACTIVATION_NAME.to_string(),
             Ok(name) => name.to_string(),
         };
+        // Failures before anything was connected, after which libnbd 1.24
+        // leaves the handle newly created (a name that does not resolve,
+        // every TCP address refused, a descriptor that is not open);
+        // any other failure to start makes it dead.
+        let mut stays_created = false;
+        self.engine.take_start_error();
         let started: Result<(), EngineError> = (|| {
             match target {
                 Target::Unix(path) => {
@@ -104,10 +113,19 @@ impl HandleInner {
                     self.engine.start(config, p)
                 }
                 Target::Tcp { host, port } => {
-                    let addrs = transport::resolve(&host, &port)
-                        .map_err(|e| EngineError::io(&e, "getaddrinfo"))?;
-                    let p = transport::connect_addrs(addrs)
-                        .map_err(|e| EngineError::io(&e, "connect"))?;
+                    // libnbd 1.24 reports a name that does not resolve with
+                    // errno 0 (getaddrinfo's codes are not errnos).
+                    let addrs = transport::resolve(&host, &port).map_err(|e| {
+                        stays_created = true;
+                        match e.raw_os_error() {
+                            Some(errno) => EngineError::new(errno, "getaddrinfo"),
+                            None => EngineError::NoErrno(format!("getaddrinfo: {e}")),
+                        }
+                    })?;
+                    let p = transport::connect_addrs(addrs).map_err(|e| {
+                        stays_created = true;
+                        EngineError::io(&e, "connect")
+                    })?;
                     self.engine.start(config, p)
                 }
                 Target::Vsock { cid, port } => {
@@ -116,8 +134,10 @@ impl HandleInner {
                     self.engine.start(config, p)
                 }
                 Target::Socket(fd) => {
-                    let fd =
-                        transport::adopt_socket(fd).map_err(|e| EngineError::io(&e, "socket"))?;
+                    let fd = transport::adopt_socket(fd).map_err(|e| {
+                        stays_created = true;
+                        EngineError::io(&e, "socket")
+                    })?;
                     self.engine.start_connected(config, fd);
                     Ok(())
                 }
@@ -158,7 +178,9 @@ impl HandleInner {
             }
         })();
         if let Err(e) = started {
-            self.engine.fail_start(e.clone());
+            if !stays_created {
+                self.engine.fail_start(e.clone());
+            }
             return Err(e.into());
         }
         Ok(())
@@ -169,13 +191,15 @@ impl HandleInner {
     pub(crate) fn wait_connected(&mut self) -> Result<(), Error> {
         self.engine
             .run_until(|e| !matches!(e.state(), Some(nbd_proto::client::State::Connecting)))?;
+        if let Some(e) = self.engine.take_start_error() {
+            return Err(e.into());
+        }
         match self.state() {
             State::Ready | State::Negotiating | State::Processing => Ok(()),
             State::Dead => Err(self.death_error()),
-            _ => Err(Error::Engine {
-                errno: libc::ENOTCONN,
-                message: "the server closed the connection during the handshake".into(),
-            }),
+            _ => Err(Error::Engine(Cause::NotConnected(
+                "the server closed the connection during the handshake",
+            ))),
         }
     }
 
@@ -183,10 +207,7 @@ impl HandleInner {
     pub(crate) fn death_error(&self) -> Error {
         match self.engine.death() {
             Some(e) => e.clone().into(),
-            None => Error::Engine {
-                errno: libc::ENOTCONN,
-                message: "the connection is dead".into(),
-            },
+            None => Error::Engine(Cause::NotConnected("the connection is dead")),
         }
     }
 
@@ -510,13 +531,11 @@ pub(crate) fn aio_connect(inner: &mut HandleInner, addr: SockAddr) -> Result<c_i
 /// `ENAMETOOLONG`; other characters: `EINVAL`). Empty is allowed.
 pub(crate) fn check_socket_activation_name(name: &[u8]) -> Result<(), Error> {
     if name.len() > MAX_SOCKET_ACTIVATION_NAME {
-        return Err(Error::Engine {
-            errno: libc::ENAMETOOLONG,
-            message: format!(
+        return Err(Error::Engine(Cause::new(libc::ENAMETOOLONG, format!(
                 "the socket activation name is {} bytes long, more than {MAX_SOCKET_ACTIVATION_NAME}",
                 name.len()
             ),
-        });
+        )));
     }
     if !name.iter().all(u8::is_ascii_alphanumeric) {
         return Err(Error::Invalid(
@@ -562,10 +581,7 @@ pub(crate) fn get_subprocess_pid(inner: &mut HandleInner) -> Result<i64, Error> 
         .engine
         .child_pid()
         .map(i64::from)
-        .ok_or_else(|| Error::Engine {
-            errno: libc::ESRCH,
-            message: "no subprocess exists".into(),
-        })
+        .ok_or_else(|| Error::Engine(Cause::new(libc::ESRCH, "no subprocess exists")))
 }
 
 /// `nbd_supports_vsock`: whether this build has `AF_VSOCK` sockets. As

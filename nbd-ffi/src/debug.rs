@@ -13,6 +13,8 @@ use crate::handle::HandleInner;
 use std::ffi::{c_int, CStr, CString};
 use std::io::Write;
 
+pub(crate) use crate::text::{quote, quote_opt};
+
 /// The debug settings of one handle.
 #[derive(Debug)]
 pub(crate) struct DebugSettings {
@@ -57,27 +59,6 @@ impl DebugSettings {
 /// A C copy of a message; messages built here hold no NUL, but be safe.
 fn c_text(s: &str) -> CString {
     CString::new(s.replace('\0', "\\x00")).unwrap_or_default()
-}
-
-/// Formats a string argument or result for a trace: in double quotes, with
-/// bytes outside printable ASCII written as `\xNN`.
-pub(crate) fn quote(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() + 2);
-    out.push('"');
-    for &b in bytes {
-        if (0x20..0x7f).contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Like [`quote`], or `NULL` for a missing string.
-pub(crate) fn quote_opt(s: Option<&CStr>) -> String {
-    s.map_or_else(|| "NULL".to_string(), |s| quote(s.to_bytes()))
 }
 
 /// `nbd_set_debug_callback`: sends the handle's debug messages to the

@@ -1,16 +1,120 @@
-//! Errors: the one internal error type, its mapping to errno and message, and
-//! the per-thread "last error" that `nbd_get_error` and `nbd_get_errno` read.
+//! Errors: the one internal error type with the typed causes the
+//! connection engine reports ([`Cause`]), their one mapping to errno and
+//! message ([`message`]), and the per-thread "last error" that
+//! `nbd_get_error` and `nbd_get_errno` read.
 //!
 //! Every failing export ends in `record`, called by the panic boundary: the
 //! message is prefixed with the API function's name and, when there is an
 //! errno, followed by its `strerror` text, the shape libnbd's messages have
-//! (`nbd_set_export_name: ...: Bad address`). A successful call leaves the
-//! last error alone, as libnbd does.
+//! (`nbd_set_export_name: ...: Bad address`, `nbd_pread: recv: Connection
+//! reset by peer`). A successful call leaves the last error alone, as
+//! libnbd does.
+//!
+//! This module depends on nothing else of the crate (the engine builds
+//! [`Cause`]s; the state rules build [`Error::InvalidState`]).
 
-use crate::state::State;
+use nbd_proto::client::{ProtocolError, SubmitError};
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CString};
 use std::fmt;
+
+/// Why the connection engine failed, by cause: what the engine (and the
+/// calls that drive it) report instead of deciding an errno and a text
+/// themselves. [`Cause::errno`] and the `Display` text are read only by
+/// [`message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// There is no connection for this call (`ENOTCONN`); the text as is.
+    NotConnected(&'static str),
+    /// The connection's state does not allow the call (`EINVAL`); the
+    /// text as is.
+    InvalidState(&'static str),
+    /// A system call failed: the message is `op: <strerror>`
+    /// (`connect: Connection refused`).
+    Io {
+        /// What failed ("connect", "recv", "TLS PSK file /x").
+        op: String,
+        /// Its errno.
+        errno: c_int,
+    },
+    /// A failure libnbd reports with errno 0: a name that does not
+    /// resolve, a failed TLS handshake.
+    NoErrno(String),
+    /// The protocol client died (its errno: `EPROTO` for a broken
+    /// protocol, 0 for a hang-up during the handshake, ...).
+    Protocol(ProtocolError),
+    /// The protocol client refused a request before sending it.
+    Submit(SubmitError),
+    /// A command completed with an error: `name: detail`.
+    Command {
+        /// The command ("pread").
+        name: &'static str,
+        /// The errno it failed with.
+        errno: c_int,
+        /// What happened ("command failed").
+        detail: &'static str,
+    },
+    /// The server does not offer something (`ENOTSUP`).
+    NotSupported(String),
+    /// A value does not fit the C type it is returned in (`EOVERFLOW`).
+    Overflow(String),
+    /// Any other failure, with its errno and text.
+    Other {
+        /// The errno to report.
+        errno: c_int,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl Cause {
+    /// A failure with `errno` described by `message` (no more specific
+    /// cause applies).
+    pub(crate) fn new(errno: c_int, message: impl Into<String>) -> Self {
+        Cause::Other {
+            errno,
+            message: message.into(),
+        }
+    }
+
+    /// The errno this cause reports.
+    pub(crate) fn errno(&self) -> c_int {
+        match self {
+            Cause::NotConnected(_) => libc::ENOTCONN,
+            Cause::InvalidState(_) => libc::EINVAL,
+            Cause::Io { errno, .. } | Cause::Command { errno, .. } | Cause::Other { errno, .. } => {
+                *errno
+            }
+            Cause::NoErrno(_) => 0,
+            Cause::Protocol(p) => p.errno(),
+            Cause::Submit(s) => s.errno(),
+            Cause::NotSupported(_) => libc::ENOTSUP,
+            Cause::Overflow(_) => libc::EOVERFLOW,
+        }
+    }
+
+    /// The text, without the function name and the errno's description
+    /// (which [`message`] adds).
+    pub(crate) fn text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::NotConnected(t) | Cause::InvalidState(t) => f.write_str(t),
+            Cause::Io { op, .. } => f.write_str(op),
+            Cause::NoErrno(t)
+            | Cause::NotSupported(t)
+            | Cause::Overflow(t)
+            | Cause::Other { message: t, .. } => f.write_str(t),
+            Cause::Protocol(p) => write!(f, "{p}"),
+            Cause::Submit(s) => write!(f, "{s}"),
+            Cause::Command { name, detail, .. } => write!(f, "{name}: {detail}"),
+        }
+    }
+}
 
 /// Why an API call failed. [`Error::errno`] and the `Display` text are the
 /// only ways this reaches C.
@@ -23,8 +127,10 @@ pub(crate) enum Error {
     },
     /// The call is not allowed in the handle's current state.
     InvalidState {
-        /// Where the handle is.
-        state: State,
+        /// Where the handle is: the state's short name ("READY").
+        state: &'static str,
+        /// Whether the handle is newly created (libnbd then says `ENOTCONN`).
+        created: bool,
         /// Where it would have to be, in words ("newly created, or negotiating").
         allowed: &'static str,
     },
@@ -69,14 +175,9 @@ pub(crate) enum Error {
         /// The errno it reported.
         errno: c_int,
     },
-    /// The connection or a command failed; errno and message come from the
-    /// engine (the server's error, a protocol violation, a system call).
-    Engine {
-        /// The errno to report.
-        errno: c_int,
-        /// What happened.
-        message: String,
-    },
+    /// The connection or a command failed, for the typed cause the engine
+    /// reported (the server's error, a protocol violation, a system call).
+    Engine(Cause),
     /// A Rust panic was caught at the C boundary.
     Panic,
     /// An earlier panic left the handle's lock poisoned.
@@ -89,7 +190,7 @@ impl Error {
         match self {
             Error::NullPointer { .. } => libc::EFAULT,
             // libnbd tells "not connected yet" apart from other bad states.
-            Error::InvalidState { state, .. } if *state == State::Created => libc::ENOTCONN,
+            Error::InvalidState { created: true, .. } => libc::ENOTCONN,
             Error::InvalidState { .. } => libc::EINVAL,
             Error::InvalidValue { .. }
             | Error::UnknownFlags { .. }
@@ -97,7 +198,8 @@ impl Error {
             | Error::Invalid(_) => libc::EINVAL,
             Error::NameTooLong { .. } => libc::ENAMETOOLONG,
             Error::NotPermitted(_) => libc::EPERM,
-            Error::Os { errno, .. } | Error::Engine { errno, .. } => *errno,
+            Error::Os { errno, .. } => *errno,
+            Error::Engine(cause) => cause.errno(),
             Error::Panic => libc::EIO,
             Error::Poisoned => libc::ENOTRECOVERABLE,
         }
@@ -108,10 +210,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::NullPointer { param } => write!(f, "{param} must not be NULL"),
-            Error::InvalidState { state, allowed } => write!(
+            Error::InvalidState { state, allowed, .. } => write!(
                 f,
-                "invalid state: {}: this call needs a handle that is {allowed}",
-                state.short_name()
+                "invalid state: {state}: this call needs a handle that is {allowed}"
             ),
             Error::InvalidValue { param, value } => {
                 write!(f, "{param}: value {value} is not one of the allowed values")
@@ -129,7 +230,7 @@ impl fmt::Display for Error {
             }
             Error::Invalid(text) | Error::NotPermitted(text) => f.write_str(text),
             Error::Os { context, .. } => f.write_str(context),
-            Error::Engine { message, .. } => f.write_str(message),
+            Error::Engine(cause) => write!(f, "{cause}"),
             Error::Panic => f.write_str("internal error: panic"),
             Error::Poisoned => {
                 f.write_str("internal error: an earlier panic left this handle unusable")
@@ -138,12 +239,9 @@ impl fmt::Display for Error {
     }
 }
 
-impl From<crate::engine::EngineError> for Error {
-    fn from(e: crate::engine::EngineError) -> Self {
-        Error::Engine {
-            errno: e.errno,
-            message: e.message,
-        }
+impl From<Cause> for Error {
+    fn from(cause: Cause) -> Self {
+        Error::Engine(cause)
     }
 }
 
@@ -155,9 +253,10 @@ pub(crate) fn check_flags(param: &'static str, flags: u32, mask: u32) -> Result<
     }
 }
 
-/// The full message for `error` raised by the API function `fname`:
-/// `"<fname>: <text>"`, plus `": <strerror>"` when there is an errno.
-/// This is the single place where an [`Error`] becomes C-visible text.
+/// The errno and full message for `error` raised by the API function
+/// `fname`: `"<fname>: <text>"`, plus `": <strerror>"` when there is an
+/// errno. This is the single place where an [`Error`] (and so any engine
+/// [`Cause`]) becomes what C sees.
 pub(crate) fn message(fname: &str, error: &Error) -> (c_int, String) {
     let errno = error.errno();
     let mut text = format!("{fname}: {error}");
@@ -268,15 +367,56 @@ mod tests {
     #[test]
     fn state_errno_depends_on_state() {
         let created = Error::InvalidState {
-            state: State::Created,
+            state: "START",
+            created: true,
             allowed: "ready",
         };
         let dead = Error::InvalidState {
-            state: State::Dead,
+            state: "DEAD",
+            created: false,
             allowed: "ready",
         };
         assert_eq!(created.errno(), libc::ENOTCONN);
         assert_eq!(dead.errno(), libc::EINVAL);
+    }
+
+    #[test]
+    fn causes_map_to_libnbd_errnos_and_texts() {
+        let io = Error::from(Cause::Io {
+            op: "recv".into(),
+            errno: libc::ECONNRESET,
+        });
+        assert_eq!(
+            message("nbd_pread", &io),
+            (
+                libc::ECONNRESET,
+                "nbd_pread: recv: Connection reset by peer".to_string()
+            )
+        );
+        let hs = Error::from(Cause::Protocol(ProtocolError::HandshakeEof));
+        assert_eq!(
+            message("nbd_connect_unix", &hs),
+            (
+                0,
+                "nbd_connect_unix: recv: server disconnected unexpectedly".to_string()
+            )
+        );
+        let cmd = Error::from(Cause::Command {
+            name: "pwrite",
+            errno: libc::EIO,
+            detail: "command failed",
+        });
+        assert_eq!(
+            message("nbd_pwrite", &cmd).1,
+            "nbd_pwrite: pwrite: command failed: Input/output error"
+        );
+        let sub = Error::from(Cause::Submit(SubmitError::NoMetaContext));
+        assert_eq!(sub.errno(), libc::ENOTSUP);
+        assert_eq!(Error::from(Cause::NoErrno("x".into())).errno(), 0);
+        assert_eq!(
+            message("f", &Error::from(Cause::NoErrno("x".into()))).1,
+            "f: x"
+        );
     }
 
     #[test]

@@ -120,8 +120,13 @@ impl HandleInner {
             None => State::Created,
             Some(S::Connecting) => State::Connecting,
             Some(S::Negotiating) => State::Negotiating,
-            Some(S::Ready) => State::Ready,
-            Some(S::Processing) => State::Processing,
+            // libnbd is "processing" only while it writes a request or
+            // reads a reply; waiting for replies is "ready"
+            // (nbd_aio_is_processing(3)).
+            Some(S::Ready | S::Processing) => match self.engine.client() {
+                Some(c) if c.mid_message() => State::Processing,
+                _ => State::Ready,
+            },
             Some(S::Closed) => State::Closed,
             Some(S::Dead) => State::Dead,
         }

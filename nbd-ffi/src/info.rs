@@ -8,7 +8,7 @@
 use crate::constants::{
     LIBNBD_SIZE_MAXIMUM, LIBNBD_SIZE_MINIMUM, LIBNBD_SIZE_PAYLOAD, LIBNBD_SIZE_PREFERRED,
 };
-use crate::errors::Error;
+use crate::errors::{Cause, Error};
 use crate::handle::HandleInner;
 use crate::ptr::MallocStr;
 use nbd_proto::client::Client;
@@ -19,10 +19,12 @@ pub use crate::exports::info::*;
 
 /// The protocol client of a handle past the created state.
 fn connected(inner: &HandleInner) -> Result<&Client, Error> {
-    inner.engine.client().ok_or(Error::Engine {
-        errno: libc::ENOTCONN,
-        message: "the handle is not connected".into(),
-    })
+    inner
+        .engine
+        .client()
+        .ok_or(Error::Engine(Cause::NotConnected(
+            "the handle is not connected",
+        )))
 }
 
 /// The export's details, which opt mode only knows after `nbd_opt_info`.
@@ -30,11 +32,9 @@ fn export_known(c: &Client) -> Result<&nbd_proto::client::ExportInfo, Error> {
     if c.has_export_info() {
         Ok(c.export())
     } else {
-        Err(Error::Engine {
-            errno: libc::EINVAL,
-            message: "the server has not described the export yet (use nbd_opt_info or nbd_opt_go)"
-                .into(),
-        })
+        Err(Error::Engine(Cause::InvalidState(
+            "the server has not described the export yet (use nbd_opt_info or nbd_opt_go)",
+        )))
     }
 }
 
@@ -58,9 +58,10 @@ pub(crate) fn payload_max(c: &Client) -> u64 {
 /// `nbd_get_size`: the export's size; `EOVERFLOW` above `INT64_MAX`.
 pub(crate) fn get_size(inner: &mut HandleInner) -> Result<i64, Error> {
     let size = export_known(connected(inner)?)?.size;
-    i64::try_from(size).map_err(|_| Error::Engine {
-        errno: libc::EOVERFLOW,
-        message: format!("server claims size {size} which does not fit in signed result"),
+    i64::try_from(size).map_err(|_| {
+        Error::Engine(Cause::Overflow(format!(
+            "server claims size {size} which does not fit in signed result"
+        )))
     })
 }
 
@@ -154,7 +155,15 @@ pub(crate) fn can_meta_context(
     inner: &mut HandleInner,
     metacontext: &CStr,
 ) -> Result<c_int, Error> {
+    let requested = !inner.negotiation.meta_contexts.is_empty();
     let c = connected(inner)?;
+    if requested && !c.meta_contexts_valid() {
+        // Contexts were asked for but no selection succeeded (e.g.
+        // nbd_set_request_meta_context (h, false)): libnbd 1.24 fails.
+        return Err(Error::Invalid(
+            "metadata contexts were requested, but no NBD_OPT_SET_META_CONTEXT succeeded".into(),
+        ));
+    }
     Ok(c_int::from(
         c.meta_context_id(&metacontext.to_string_lossy()).is_some(),
     ))
@@ -175,10 +184,9 @@ pub(crate) fn get_canonical_export_name(inner: &mut HandleInner) -> Result<Mallo
     let e = export_known(connected(inner)?)?;
     match &e.name {
         Some(n) => MallocStr::new(&std::ffi::CString::new(n.as_str()).unwrap_or_default()),
-        None => Err(Error::Engine {
-            errno: libc::ENOTSUP,
-            message: "the server sent no canonical name (see nbd_set_full_info)".into(),
-        }),
+        None => Err(Error::Engine(Cause::NotSupported(
+            "the server sent no canonical name (see nbd_set_full_info)".into(),
+        ))),
     }
 }
 
@@ -187,10 +195,9 @@ pub(crate) fn get_export_description(inner: &mut HandleInner) -> Result<MallocSt
     let e = export_known(connected(inner)?)?;
     match &e.description {
         Some(d) => MallocStr::new(&std::ffi::CString::new(d.as_str()).unwrap_or_default()),
-        None => Err(Error::Engine {
-            errno: libc::ENOTSUP,
-            message: "the server did not send a description (see nbd_set_full_info)".into(),
-        }),
+        None => Err(Error::Engine(Cause::NotSupported(
+            "the server did not send a description (see nbd_set_full_info)".into(),
+        ))),
     }
 }
 

@@ -11,7 +11,8 @@
 //! `LIBNBD_HAVE_*` macros and the linker version script.
 //!
 //! Layout: the infrastructure every export uses (`panic`'s boundary
-//! macro, `errors`, `ptr`, `callbacks`, `state`), then one module per
+//! macro, `errors`, `ptr`, `text`: these depend on nothing else of the
+//! crate; then `callbacks`, `state`), then one module per
 //! family of libnbd calls: `handle`, `debug`, `negotiation`, `tls`, `uri`,
 //! `opt`, `connect`, `info`, `commands`, `aio`. The public Rust items are
 //! the C ABI itself (`extern "C"` functions, `#[repr(C)]` callback structs,
@@ -43,3 +44,4 @@ mod engine;
 pub mod exports;
 mod hooks;
 mod ptr;
+mod text;

@@ -13,7 +13,7 @@
 pub use crate::exports::opt::*;
 
 use crate::callbacks::{CompletionCallback, ContextCallback, ListCallback, Owned};
-use crate::errors::Error;
+use crate::errors::{Cause, Error};
 use crate::handle::HandleInner;
 use crate::hooks::OptCallbacks;
 use crate::state::State;
@@ -147,10 +147,13 @@ fn option(
         return Ok(0);
     }
     inner.engine.run_until(|e| !e.opt_running())?;
-    let result = inner.engine.take_opt_result().ok_or(Error::Engine {
-        errno: libc::EIO,
-        message: "the option finished without a result".into(),
-    })?;
+    let result = inner
+        .engine
+        .take_opt_result()
+        .ok_or(Error::Engine(Cause::new(
+            libc::EIO,
+            "the option finished without a result",
+        )))?;
     if code == Outcome::Agreed {
         // A refusal is an answer (0); only a connection that did not
         // survive the request is an error.
@@ -165,20 +168,17 @@ fn option(
         } else {
             libc::ENOTCONN
         };
-        return Err(Error::Engine {
+        return Err(Error::Engine(Cause::new(
             errno,
-            message: format!(
+            format!(
                 "the connection did not survive {}: {}",
                 nbd_proto::wire::option::opt_name(final_option),
                 result.message
             ),
-        });
+        )));
     }
     if result.error != 0 {
-        return Err(Error::Engine {
-            errno: result.error,
-            message: result.message,
-        });
+        return Err(Error::Engine(Cause::new(result.error, result.message)));
     }
     Ok(match code {
         Outcome::Count => result.count,

@@ -171,7 +171,7 @@ impl CReturn for &'static CStr {
         std::ptr::null()
     }
     fn trace(&self) -> String {
-        crate::debug::quote(self.to_bytes())
+        crate::text::quote(self.to_bytes())
     }
 }
 

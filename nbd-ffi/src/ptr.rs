@@ -11,19 +11,19 @@
 
 use crate::constants::MAX_STRING_LEN;
 use crate::errors::Error;
-use crate::handle::Handle;
 use crate::panic::CReturn;
 use std::ffi::{c_char, c_void, CStr};
 use std::ptr::NonNull;
 
-/// Borrows the handle behind `h`.
+/// Borrows the handle behind `h` (generic over the handle type, so that
+/// this module depends on nothing above it).
 ///
 /// # Safety
 ///
 /// `h` must be NULL or a pointer returned by `nbd_create` that has not been
 /// passed to `nbd_close`, and it must stay open for the lifetime `'a`
 /// (libnbd forbids closing a handle while another call on it is running).
-pub(crate) unsafe fn handle<'a>(h: *mut Handle) -> Result<&'a Handle, Error> {
+pub(crate) unsafe fn handle<'a, H>(h: *mut H) -> Result<&'a H, Error> {
     // SAFETY: by the contract above, a non-NULL h points to a live Handle
     // created by Box::into_raw in nbd_create; only shared access is given out,
     // and the Handle's own Mutex guards its contents.
@@ -36,7 +36,7 @@ pub(crate) unsafe fn handle<'a>(h: *mut Handle) -> Result<&'a Handle, Error> {
 ///
 /// `h` must be NULL or a pointer returned by `nbd_create` that has not been
 /// closed, and no other thread may be using it (the rule of `nbd_close`).
-pub(crate) unsafe fn take_handle(h: *mut Handle) -> Option<Box<Handle>> {
+pub(crate) unsafe fn take_handle<H>(h: *mut H) -> Option<Box<H>> {
     if h.is_null() {
         return None;
     }
@@ -204,7 +204,7 @@ impl CReturn for MallocStr {
         std::ptr::null_mut()
     }
     fn trace(&self) -> String {
-        crate::debug::quote(self.as_cstr().to_bytes())
+        crate::text::quote(self.as_cstr().to_bytes())
     }
 }
 
@@ -228,12 +228,10 @@ impl OutBuf {
         Ok(OutBuf { ptr, len: count })
     }
 
-    /// The buffer as the engine holds it until the command completes.
-    pub(crate) fn raw(&self) -> crate::engine::RawBuf {
-        crate::engine::RawBuf {
-            ptr: self.ptr.as_ptr(),
-            len: self.len,
-        }
+    /// The buffer's address and length, for the engine to hold until the
+    /// command completes.
+    pub(crate) fn parts(&self) -> (*mut u8, usize) {
+        (self.ptr.as_ptr(), self.len)
     }
 
     /// Sets the whole buffer to zero (`nbd_set_pread_initialize`).

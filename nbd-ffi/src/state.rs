@@ -18,9 +18,10 @@ pub(crate) enum State {
     Connecting,
     /// In the handshake, including opt mode's option negotiation.
     Negotiating,
-    /// Connected, no command being sent or received.
+    /// Connected, no request being sent and no reply being received
+    /// (commands may be in flight, waiting for their replies).
     Ready,
-    /// Connected, commands in flight.
+    /// Connected, a request being sent or a reply being received.
     Processing,
     /// Failed; can only be closed.
     Dead,
@@ -49,11 +50,22 @@ impl State {
             State::Connecting => b"CONNECT: setting up the connection to the server\0",
             State::Negotiating => b"NEGOTIATING: handshake and option negotiation\0",
             State::Ready => b"READY: connected, waiting for a command\0",
-            State::Processing => b"PROCESSING: connected, commands in flight\0",
+            State::Processing => b"PROCESSING: connected, sending a request or receiving a reply\0",
             State::Dead => b"DEAD: the connection failed; the handle can only be closed\0",
             State::Closed => b"CLOSED: the connection was shut down\0",
         };
         CStr::from_bytes_with_nul(text).unwrap_or_default()
+    }
+
+    /// libnbd's "invalid state" error for a call that needs a handle that
+    /// is `allowed` ("connected with the server"): `ENOTCONN` while newly
+    /// created, `EINVAL` otherwise.
+    pub(crate) fn refusal(self, allowed: &'static str) -> crate::errors::Error {
+        crate::errors::Error::InvalidState {
+            state: self.short_name(),
+            created: self == State::Created,
+            allowed,
+        }
     }
 
     /// The states as bits, for [`Permitted`].
@@ -135,10 +147,7 @@ impl Permitted {
         if self.bits & state.bit() != 0 {
             Ok(())
         } else {
-            Err(crate::errors::Error::InvalidState {
-                state,
-                allowed: self.words,
-            })
+            Err(state.refusal(self.words))
         }
     }
 }

@@ -131,16 +131,23 @@ impl TlsSettings {
         }
         let path =
             |s: &CString| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(s.to_bytes()));
-        // The username only matters with a PSK file.
+        // The username only matters with a PSK file; if the login name
+        // cannot be found, the handshake fails (libnbd 1.24: the handle is
+        // then dead), not the connect before connecting.
+        let mut username_error = None;
         let username = match (&self.username, &self.psk_file) {
             (Some(u), _) => u.clone(),
-            (None, Some(_)) => login_name()?,
+            (None, Some(_)) => login_name().unwrap_or_else(|e| {
+                username_error = Some(crate::errors::Cause::new(e.errno(), e.to_string()));
+                CString::default()
+            }),
             (None, None) => CString::default(),
         };
         Ok(Some(crate::engine::tls::TlsOptions {
             certificates: self.certificates.as_ref().map(path),
             verify_peer: self.verify_peer,
             username: username.to_string_lossy().into_owned(),
+            username_error,
             psk_file: self.psk_file.as_ref().map(path),
             hostname: self
                 .effective_hostname()

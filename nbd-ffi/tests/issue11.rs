@@ -4,7 +4,9 @@
 //! callback's error, a second disconnect, nbd_kill_subprocess with a
 //! stopped child, opt mode against a server without fixed newstyle, the
 //! message and errno of a reset connection, a URI's overlong export name,
-//! the memory a failed command keeps, and many parallel writes over TLS.
+//! the memory a failed command keeps, many parallel writes over TLS,
+//! connect failures that leave the handle created, and
+//! nbd_aio_disconnect waiting for the server to hang up.
 //! Socket activation's cleanup is in activation_cleanup.rs (it changes
 //! TMPDIR, so it runs in a process of its own).
 
@@ -545,4 +547,115 @@ fn parallel_tls_writes_to_a_slow_server_arrive_intact() {
         |i| 16 + (i / 10 % 24) as usize,
         |i| 20 * 1024 + (i * 7919 % 4096) as usize,
     );
+}
+
+/// Whether `h` is newly created (`nbd_aio_is_created`).
+fn is_created(h: *mut Handle) -> bool {
+    // SAFETY: h is open.
+    unsafe { nbd_ffi::state::nbd_aio_is_created(h) == 1 }
+}
+
+/// Connect failures that happen before anything is connected leave the
+/// handle newly created, as in libnbd 1.24 (a second connect may follow):
+/// a TCP connect refused on every address (also the aio form, which
+/// fails at once on the loopback interface), a host or service name that
+/// does not resolve (errno 0, getaddrinfo's codes being no errnos), a
+/// descriptor that is not open (`EBADF`). A missing Unix socket still
+/// makes the handle dead.
+#[test]
+fn failed_tcp_connects_leave_the_handle_created() {
+    // A port nobody listens on: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let live_port = live.local_addr().unwrap().port().to_string();
+    let host = CString::new("127.0.0.1").unwrap();
+    let closed = CString::new(closed).unwrap();
+    let live_port = CString::new(live_port).unwrap();
+    let bad_service = CString::new("no-such-service-name").unwrap();
+    // SAFETY: nbd_create has no preconditions.
+    let h = unsafe { nbd_ffi::handle::nbd_create() };
+    // SAFETY: h is open until the nbd_close at the end, the strings are
+    // alive for the whole block.
+    unsafe {
+        use nbd_ffi::connect::*;
+        assert_eq!(nbd_connect_tcp(h, host.as_ptr(), closed.as_ptr()), -1);
+        assert_eq!(errno(), libc::ECONNREFUSED);
+        assert!(is_created(h));
+        assert_eq!(nbd_aio_connect_tcp(h, host.as_ptr(), closed.as_ptr()), -1);
+        assert_eq!(errno(), libc::ECONNREFUSED);
+        assert!(is_created(h));
+        assert_eq!(nbd_connect_tcp(h, host.as_ptr(), bad_service.as_ptr()), -1);
+        let (e, msg) = last_error();
+        assert_eq!(e, 0, "{msg}");
+        assert!(msg.starts_with("nbd_connect_tcp: getaddrinfo: "), "{msg}");
+        assert!(is_created(h));
+        assert_eq!(
+            nbd_aio_connect_tcp(h, host.as_ptr(), bad_service.as_ptr()),
+            -1
+        );
+        assert_eq!(errno(), 0);
+        assert!(is_created(h));
+        assert_eq!(nbd_connect_socket(h, -1), -1);
+        assert_eq!(errno(), libc::EBADF);
+        assert!(is_created(h));
+        // The handle still connects.
+        assert_eq!(nbd_aio_connect_tcp(h, host.as_ptr(), live_port.as_ptr()), 0);
+        assert!(!is_created(h));
+        nbd_ffi::handle::nbd_close(h);
+    }
+    // A missing Unix socket: dead, as in libnbd.
+    let missing = CString::new("/nonexistent/socket").unwrap();
+    // SAFETY: as above.
+    unsafe {
+        let h = nbd_ffi::handle::nbd_create();
+        assert_eq!(nbd_ffi::connect::nbd_connect_unix(h, missing.as_ptr()), -1);
+        assert_eq!(errno(), libc::ENOENT);
+        assert_eq!(nbd_ffi::state::nbd_aio_is_dead(h), 1);
+        nbd_ffi::handle::nbd_close(h);
+    }
+    drop(live);
+}
+
+/// `nbd_aio_disconnect`: `NBD_CMD_DISC` has no reply, so the handle stays
+/// ready with it counted in flight (direction "read") until the server
+/// hangs up, and the client shuts its write side once the request is
+/// written (the server reads the end of the stream right after it), as
+/// libnbd 1.24 does.
+#[test]
+fn aio_disconnect_stays_ready_until_the_server_hangs_up() {
+    let (checked, wait_checked) = std::sync::mpsc::channel::<()>();
+    let c = Conn::ready(Export::new(Mode::Structured), setup::none, move |s| {
+        assert!(s.request().is_none(), "NBD_CMD_DISC comes");
+        // Then the end of the stream (a missing shutdown would leave this
+        // read to the harness's I/O timeout, which fails the test).
+        assert!(s.event().is_none(), "the client shut its write side");
+        // Hang up only once the client's state was looked at.
+        let _ = wait_checked.recv();
+    });
+    // SAFETY: c.h is open until c.finish().
+    unsafe {
+        use nbd_ffi::aio::*;
+        use nbd_ffi::state::*;
+        assert_eq!(nbd_aio_disconnect(c.h, 0), 0);
+        assert_eq!(nbd_aio_is_ready(c.h), 1);
+        assert_eq!(nbd_aio_is_closed(c.h), 0);
+        assert_eq!(nbd_aio_in_flight(c.h), 1);
+        assert_eq!(nbd_aio_peek_command_completed(c.h), 0);
+        assert_eq!(nbd_aio_get_direction(c.h), 1, "waiting to read");
+        // A second disconnect is refused.
+        assert_eq!(nbd_aio_disconnect(c.h, 0), -1);
+        assert_eq!(errno(), libc::EINVAL);
+        checked.send(()).unwrap();
+        while nbd_aio_is_closed(c.h) == 0 {
+            assert_ne!(nbd_poll(c.h, -1), -1, "{:?}", last_error());
+        }
+        assert_eq!(nbd_aio_in_flight(c.h), 0);
+        assert_eq!(nbd_aio_get_direction(c.h), 0);
+    }
+    c.finish();
 }

@@ -619,11 +619,14 @@ fn qemu_aio_list_and_set_meta_context_forms() {
     assert!(names(ctx).contains(&"base:allocation".to_string()));
     ctx.assert_freed_once();
     done.assert_freed_once();
+    // Listing selects nothing: with a context asked for and none selected
+    // yet, libnbd 1.24 fails (EINVAL), as it does before any request.
     assert_eq!(
         h.can_meta_context("base:allocation"),
-        0,
+        -1,
         "listing selects nothing"
     );
+    assert_eq!(errno(), libc::EINVAL);
 
     let ctx = Probe::new();
     let done = Probe::new();

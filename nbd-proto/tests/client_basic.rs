@@ -85,17 +85,27 @@ fn block_status_reports_extents() {
 }
 
 #[test]
-fn disconnect_closes_after_in_flight_commands() {
+fn disconnect_closes_when_the_server_hangs_up() {
     let (mut c, mut h) = ready(Mode::Simple);
     let r = h.read(&mut c, 0, 4);
     c.shutdown().unwrap();
     assert!(c.submit(Command::new(CommandKind::Flush, 0, 0)).is_err());
+    assert!(c.disconnect_in_flight());
     drain(&mut c);
     assert_ne!(c.state(), State::Closed);
     let mut reply = simple(r, 0);
     reply.extend_from_slice(b"1234");
     h.feed(&mut c, &reply);
+    assert_eq!(h.completion(r), Some(Ok(())));
+    // NBD_CMD_DISC has no reply: the client stays ready, reading, until
+    // the server closes the connection (libnbd 1.24 does the same).
+    assert_eq!(c.state(), State::Ready);
+    assert!(c.wants_read());
+    assert!(c.disconnect_in_flight());
+    c.handle_eof();
+    h.feed(&mut c, &[]);
     assert_eq!(c.state(), State::Closed);
+    assert!(!c.disconnect_in_flight());
     assert!(h.events.iter().any(|e| matches!(e, Event::Closed)));
 }
 

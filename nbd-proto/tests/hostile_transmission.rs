@@ -1529,7 +1529,11 @@ fn strict_commands_refuses_block_status_without_contexts_and_df_without_structur
     refused(
         &mut c,
         cmd(BlockStatus, 0, 512),
-        &SubmitError::NotSupported("block status (no metadata context was negotiated)"),
+        &SubmitError::NoMetaContext,
+    );
+    assert_eq!(
+        SubmitError::NoMetaContext.errno(),
+        nbd_proto::client::errno::ENOTSUP
     );
     refused(
         &mut c,

@@ -75,9 +75,7 @@ impl Engine {
         // Output still queued means the last send found the socket full:
         // the caller polls for POLLOUT, so a send now would only say EAGAIN.
         let send_now = c.pending_output() == 0;
-        let cookie = c
-            .submit(cmd)
-            .map_err(|e| EngineError::new(e.errno(), e.to_string()))?;
+        let cookie = c.submit(cmd).map_err(EngineError::Submit)?;
         self.cmds.insert(
             cookie,
             Cmd {
@@ -126,8 +124,11 @@ impl Engine {
                 return Ok(true);
             }
             // libnbd's text; errors.rs appends the strerror.
-            let what = d.detail.unwrap_or("command failed");
-            return Err(EngineError::new(d.error, format!("{}: {what}", d.name)));
+            return Err(EngineError::Command {
+                name: d.name,
+                errno: d.error,
+                detail: d.detail.unwrap_or("command failed"),
+            });
         }
         if cookie == 0 {
             // No command has cookie 0: libnbd refuses it (but answers 0 for
@@ -151,8 +152,7 @@ impl Engine {
                 "the handle is not connected",
             ));
         };
-        c.shutdown()
-            .map_err(|e| EngineError::new(e.errno(), e.to_string()))?;
+        c.shutdown().map_err(EngineError::Submit)?;
         self.notify_write();
         Ok(())
     }

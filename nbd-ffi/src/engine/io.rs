@@ -177,7 +177,7 @@ impl Engine {
             }
             Err(why) => {
                 self.tls = None;
-                c.tls_failed(why);
+                self.fail_tls(why);
                 true
             }
         };
@@ -207,7 +207,7 @@ impl Engine {
                 // The client speaks first: send the hello now.
                 self.drive_handshake();
             }
-            Err(why) => c.tls_failed(why),
+            Err(why) => self.fail_tls(why),
         }
     }
 
@@ -345,16 +345,7 @@ impl Engine {
             }
         }
         self.process_events();
-        // After NBD_CMD_DISC (or NBD_OPT_ABORT) went out, end TLS cleanly.
-        if self
-            .client
-            .as_ref()
-            .is_some_and(|c| c.state() == State::Closed)
-        {
-            if let Some(t) = self.tls.as_mut() {
-                t.close_notify();
-            }
-        }
+        self.end_writes_after_disconnect();
     }
 
     /// Waits up to `timeout_ms` (-1: forever) for the socket, then does the

@@ -2,9 +2,9 @@
 //! process and socket-activation directory.
 
 use super::{transport, Engine, EngineError};
-use nbd_proto::client::{Client, Config};
+use nbd_proto::client::{Client, Config, State};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 impl Engine {
@@ -56,7 +56,7 @@ impl Engine {
             Ok(()) => self.attach(p.fd),
             Err(e) => {
                 if p.fallbacks.is_empty() {
-                    self.fail(EngineError::io(&e, "connect"));
+                    self.fail_connect(p.tcp, EngineError::io(&e, "connect"));
                 } else {
                     let rest = std::mem::take(&mut p.fallbacks);
                     match transport::connect_addrs(rest) {
@@ -67,10 +67,39 @@ impl Engine {
                                 self.attach(next.fd);
                             }
                         }
-                        Err(e) => self.fail(EngineError::io(&e, "connect")),
+                        Err(e) => self.fail_connect(true, EngineError::io(&e, "connect")),
                     }
                 }
             }
+        }
+    }
+
+    /// A connect that failed on every address. A TCP connect leaves the
+    /// handle newly created, as libnbd 1.24 does (a later connect may be
+    /// tried); the call that saw it reports `e` ([`Engine::take_start_error`]).
+    /// Any other makes the handle dead.
+    fn fail_connect(&mut self, tcp: bool, e: EngineError) {
+        if tcp {
+            self.pending = None;
+            self.start_error = Some(e);
+        } else {
+            self.fail(e);
+        }
+    }
+
+    /// Why the last TCP connect failed, once (see [`Engine::fail_connect`]).
+    pub(crate) fn take_start_error(&mut self) -> Option<EngineError> {
+        self.start_error.take()
+    }
+
+    /// TLS could not start or its handshake failed: the connection dies,
+    /// reporting `why` with its own errno (not the protocol client's).
+    pub(super) fn fail_tls(&mut self, why: EngineError) {
+        if self.dead.is_none() {
+            self.dead = Some(why.clone());
+        }
+        if let Some(c) = self.client.as_mut() {
+            c.tls_failed(why.text());
         }
     }
 
@@ -85,7 +114,7 @@ impl Engine {
             self.dead = Some(e.clone());
         }
         if let Some(c) = self.client.as_mut() {
-            c.handle_io_error(e.message);
+            c.handle_io_error(e.text());
         }
         self.process_events();
     }
@@ -106,6 +135,33 @@ impl Engine {
             return Err(EngineError::io(&e, "kill"));
         }
         Ok(())
+    }
+
+    /// Once `NBD_CMD_DISC` is written (or the session closed after
+    /// `NBD_OPT_ABORT`), nothing more goes to the server: TLS ends with
+    /// close_notify and a plain socket's write side is shut, which is what
+    /// tells servers that wait for it (nbdkit) to hang up, as libnbd 1.24
+    /// does.
+    pub(super) fn end_writes_after_disconnect(&mut self) {
+        let Some(c) = self.client.as_ref() else {
+            return;
+        };
+        let disc_written = c.disconnect_in_flight()
+            && c.pending_output() == 0
+            && self.tls.as_ref().is_none_or(|t| t.committed() == 0);
+        if !disc_written && c.state() != State::Closed {
+            return;
+        }
+        if let Some(t) = self.tls.as_mut() {
+            t.close_notify();
+        } else if !self.writes_shut {
+            self.writes_shut = true;
+            if let Some(fd) = self.fd.as_ref() {
+                // SAFETY: shutdown(2) on the socket we own; an error (the
+                // peer already gone) changes nothing.
+                unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
+            }
+        }
     }
 
     /// Closing the handle: the connection ends, and every callback still

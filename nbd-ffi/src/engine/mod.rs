@@ -116,6 +116,11 @@ pub(crate) struct Engine {
     /// The handle is being closed: callbacks are released, not called
     /// (libnbd: the status of unretired commands is lost on close).
     closing: bool,
+    /// The write side of the connection was shut after `NBD_CMD_DISC`.
+    writes_shut: bool,
+    /// A TCP connect failed on every address; the handle is newly created
+    /// again and this is for the call that saw it to report.
+    start_error: Option<EngineError>,
     /// Protocol bytes sent (before TLS), for `nbd_stats_bytes_sent`.
     bytes_sent: u64,
     /// Protocol bytes received (after TLS), for `nbd_stats_bytes_received`.
@@ -150,6 +155,8 @@ impl Engine {
             tls_options: None,
             tls: None,
             closing: false,
+            writes_shut: false,
+            start_error: None,
             bytes_sent: 0,
             bytes_received: 0,
         }

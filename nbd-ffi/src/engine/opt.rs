@@ -27,18 +27,16 @@ impl Engine {
         issue: impl FnOnce(&mut Client) -> Result<(), nbd_proto::client::SubmitError>,
     ) -> Result<(), EngineError> {
         let Some(c) = self.client.as_mut() else {
-            return Err(EngineError::new(
-                libc::ENOTCONN,
+            return Err(EngineError::NotConnected(
                 "invalid state: the handle is not connected",
             ));
         };
         if c.state() != State::Negotiating {
-            return Err(EngineError::new(
-                libc::EINVAL,
+            return Err(EngineError::InvalidState(
                 "invalid state: the handle must be negotiating",
             ));
         }
-        issue(c).map_err(|e| EngineError::new(e.errno(), e.to_string()))?;
+        issue(c).map_err(EngineError::Submit)?;
         self.opt_result = None;
         self.user_opt = Some(UserOpt {
             option: final_option,

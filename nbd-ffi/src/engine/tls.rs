@@ -9,7 +9,7 @@
 //! ready ([`TlsSession::read_waits`], [`TlsSession::write_waits`]), so
 //! `nbd_aio_get_direction` tells a `poll(2)` loop what TLS waits for.
 
-use super::{Recv, DIRECTION_READ, DIRECTION_WRITE};
+use super::{EngineError, Recv, DIRECTION_READ, DIRECTION_WRITE};
 use openssl::error::ErrorStack;
 use openssl::ssl::{
     ErrorCode, ShutdownState, Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode,
@@ -34,6 +34,10 @@ pub(crate) struct TlsOptions {
     pub(crate) verify_peer: bool,
     /// The PSK identity.
     pub(crate) username: String,
+    /// Why the default username (the login name) could not be found:
+    /// reported when a PSK handshake needs it, as libnbd 1.24 does (the
+    /// connection then dies), not before connecting.
+    pub(crate) username_error: Option<EngineError>,
     /// `username:hexkey` lines, from `nbd_set_tls_psk_file`: PSK instead of
     /// certificates when set.
     pub(crate) psk_file: Option<PathBuf>,
@@ -148,11 +152,34 @@ fn stack(what: &str, e: &ErrorStack) -> String {
     format!("{what}: {e}")
 }
 
+/// Why TLS could not be set up for a session, with the errno to report:
+/// `EIO` unless the cause has its own (a PSK file that cannot be read
+/// keeps the system's errno, a username missing from it is `EINVAL`, as
+/// in libnbd 1.24).
+#[derive(Debug)]
+struct Failure(EngineError);
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure(EngineError::new(libc::EIO, message))
+    }
+}
+
+/// A failed setup step of a session, reported as `EIO`.
+fn eio(message: String) -> EngineError {
+    EngineError::new(libc::EIO, message)
+}
+
 /// Reads the key of `username` from a psktool-style file of
 /// `username:hexkey` lines.
-fn read_psk(file: &Path, username: &str) -> Result<Vec<u8>, String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("TLS PSK file {}: {e}", file.display()))?;
+fn read_psk(file: &Path, username: &str) -> Result<Vec<u8>, Failure> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Failure(EngineError::io(
+            &e,
+            &format!("TLS PSK file {}", file.display()),
+        ))
+    })?;
+    let invalid = |message: String| Failure(EngineError::new(libc::EINVAL, message));
     for line in text.lines() {
         let Some((user, hex)) = line.split_once(':') else {
             continue;
@@ -162,29 +189,29 @@ fn read_psk(file: &Path, username: &str) -> Result<Vec<u8>, String> {
         }
         let hex = hex.trim();
         if hex.is_empty() || hex.len() % 2 != 0 || hex.len() / 2 > MAX_PSK {
-            return Err(format!(
+            return Err(invalid(format!(
                 "TLS PSK file {}: the key of {username} is not an even number \
                  of hex digits (at most {MAX_PSK} bytes)",
                 file.display()
-            ));
+            )));
         }
         let mut key = Vec::with_capacity(hex.len() / 2);
         for pair in hex.as_bytes().chunks(2) {
             let s = std::str::from_utf8(pair).map_err(|_| "not hex".to_string());
             let byte = s.and_then(|s| u8::from_str_radix(s, 16).map_err(|_| "not hex".into()));
             key.push(byte.map_err(|_| {
-                format!(
+                invalid(format!(
                     "TLS PSK file {}: the key of {username} is not hexadecimal",
                     file.display()
-                )
+                ))
             })?);
         }
         return Ok(key);
     }
-    Err(format!(
+    Err(invalid(format!(
         "TLS PSK file {}: no key for username {username}",
         file.display()
-    ))
+    )))
 }
 
 /// The certificates directory a connection uses: the one set (which must
@@ -260,7 +287,7 @@ static SHARED: std::sync::Mutex<Vec<(ContextKey, Weak<SslContext>)>> =
 
 /// The context for `opts`: a shared one if a live session has the same
 /// key, else a new one.
-fn shared_context(opts: &TlsOptions) -> Result<Arc<SslContext>, String> {
+fn shared_context(opts: &TlsOptions) -> Result<Arc<SslContext>, Failure> {
     let key = ContextKey::new(opts)?;
     // A panic elsewhere while holding the lock leaves only this list, which
     // stays consistent: go on with it.
@@ -279,7 +306,7 @@ fn shared_context(opts: &TlsOptions) -> Result<Arc<SslContext>, String> {
 }
 
 /// Builds the OpenSSL context for `opts`, with certificates from `dir`.
-fn context(opts: &TlsOptions, dir: Option<&Path>) -> Result<SslContext, String> {
+fn context(opts: &TlsOptions, dir: Option<&Path>) -> Result<SslContext, Failure> {
     let mut b = SslContextBuilder::new(SslMethod::tls_client()).map_err(|e| stack("TLS", &e))?;
     b.set_min_proto_version(Some(SslVersion::TLS1_2))
         .map_err(|e| stack("TLS", &e))?;
@@ -364,9 +391,12 @@ fn context(opts: &TlsOptions, dir: Option<&Path>) -> Result<SslContext, String> 
 
 impl TlsSession {
     /// Prepares a client session on `fd`; [`TlsSession::handshake`] runs it.
-    pub(crate) fn new(opts: &TlsOptions, fd: RawFd) -> Result<Self, String> {
-        let ctx = shared_context(opts)?;
-        let mut ssl = Ssl::new(&ctx).map_err(|e| stack("TLS", &e))?;
+    pub(crate) fn new(opts: &TlsOptions, fd: RawFd) -> Result<Self, EngineError> {
+        if let (Some(_), Some(e)) = (&opts.psk_file, &opts.username_error) {
+            return Err(e.clone());
+        }
+        let ctx = shared_context(opts).map_err(|f| f.0)?;
+        let mut ssl = Ssl::new(&ctx).map_err(|e| eio(stack("TLS", &e)))?;
         let psk = opts.psk_file.is_some();
         if !psk {
             if let Some(host) = opts.hostname.as_deref().filter(|h| !h.is_empty()) {
@@ -376,22 +406,22 @@ impl TlsSession {
                         if opts.verify_peer {
                             ssl.param_mut()
                                 .set_ip(ip)
-                                .map_err(|e| stack("TLS host", &e))?;
+                                .map_err(|e| eio(stack("TLS host", &e)))?;
                         }
                     }
                     Err(_) => {
                         ssl.set_hostname(host)
-                            .map_err(|e| stack("TLS server name", &e))?;
+                            .map_err(|e| eio(stack("TLS server name", &e)))?;
                         if opts.verify_peer {
                             ssl.param_mut()
                                 .set_host(host)
-                                .map_err(|e| stack("TLS host", &e))?;
+                                .map_err(|e| eio(stack("TLS host", &e)))?;
                         }
                     }
                 }
             }
         }
-        let stream = SslStream::new(ssl, FdIo(fd)).map_err(|e| stack("TLS", &e))?;
+        let stream = SslStream::new(ssl, FdIo(fd)).map_err(|e| eio(stack("TLS", &e)))?;
         Ok(TlsSession {
             stream,
             _ctx: ctx,
@@ -427,8 +457,9 @@ impl TlsSession {
 
     /// Runs the handshake as far as the socket allows: `Ok(true)` when it is
     /// complete, `Ok(false)` while it waits (see [`TlsSession::read_waits`]),
-    /// `Err` with the reason when it failed.
-    pub(crate) fn handshake(&mut self) -> Result<bool, String> {
+    /// `Err` with the reason when it failed: errno 0, as libnbd 1.24
+    /// reports a failed handshake (the TLS library's codes are no errnos).
+    pub(crate) fn handshake(&mut self) -> Result<bool, EngineError> {
         if !self.handshaking {
             return Ok(true);
         }
@@ -436,9 +467,11 @@ impl TlsSession {
             Ok(()) => {
                 self.read_waits = 0;
                 if self.psk && self.stream.ssl().peer_certificate().is_some() {
-                    return Err("the server authenticated with a certificate, \
-                                not with the pre-shared key"
-                        .into());
+                    return Err(EngineError::NoErrno(
+                        "the server authenticated with a certificate, \
+                         not with the pre-shared key"
+                            .into(),
+                    ));
                 }
                 self.handshaking = false;
                 Ok(true)
@@ -452,7 +485,7 @@ impl TlsSession {
                     self.read_waits = DIRECTION_WRITE;
                     Ok(false)
                 }
-                _ => Err(self.failure(&e)),
+                _ => Err(EngineError::NoErrno(self.failure(&e))),
             },
         }
     }
@@ -623,6 +656,7 @@ mod tests {
             certificates: None,
             verify_peer: true,
             username: user.into(),
+            username_error: None,
             psk_file: Some(file.to_path_buf()),
             hostname: None,
             priority: None,
@@ -763,15 +797,24 @@ mod tests {
         std::fs::write(&file, "bob:00ff\nalice:0a0B\n# comment\n").unwrap();
         assert_eq!(read_psk(&file, "alice").unwrap(), [0x0a, 0x0b]);
         assert_eq!(read_psk(&file, "bob").unwrap(), [0x00, 0xff]);
-        assert!(read_psk(&file, "carol")
-            .unwrap_err()
-            .contains("no key for username carol"));
+        let e = read_psk(&file, "carol").unwrap_err().0;
+        assert!(e.text().contains("no key for username carol"));
+        assert_eq!(e.errno(), libc::EINVAL);
         std::fs::write(&file, "alice:abc\n").unwrap();
-        assert!(read_psk(&file, "alice").unwrap_err().contains("hex"));
+        assert!(read_psk(&file, "alice")
+            .unwrap_err()
+            .0
+            .text()
+            .contains("hex"));
         std::fs::write(&file, "alice:zz\n").unwrap();
         assert!(read_psk(&file, "alice")
             .unwrap_err()
+            .0
+            .text()
             .contains("not hexadecimal"));
+        // A file that cannot be read keeps the system's errno.
+        let e = read_psk(&dir.join("missing.psk"), "alice").unwrap_err().0;
+        assert_eq!(e.errno(), libc::ENOENT);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -16,6 +16,10 @@ pub(crate) struct Pending {
     pub(crate) in_progress: bool,
     /// Remaining TCP addresses to try if this one fails.
     pub(crate) fallbacks: Vec<libc::sockaddr_storage>,
+    /// A connect by host name and port (`nbd_connect_tcp`, its URI and
+    /// aio forms): when every address failed, the handle is newly created
+    /// again, as in libnbd 1.24, rather than dead.
+    pub(crate) tcp: bool,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -111,6 +115,7 @@ pub(crate) fn connect_unix(path: &Path) -> io::Result<Pending> {
         fd,
         in_progress,
         fallbacks: Vec::new(),
+        tcp: false,
     })
 }
 
@@ -183,12 +188,18 @@ pub(crate) fn connect_addrs(mut addrs: Vec<libc::sockaddr_storage>) -> io::Resul
                 )
             };
         }
-        match start_connect(&fd, &a, sockaddr_len(family)) {
+        // A connect in progress may have failed already (a refusal on the
+        // loopback interface is immediate): libnbd 1.24 checks at once too,
+        // so that it fails in the call that started it.
+        let started = start_connect(&fd, &a, sockaddr_len(family))
+            .and_then(|in_progress| connect_result(&fd).map(|()| in_progress));
+        match started {
             Ok(in_progress) => {
                 return Ok(Pending {
                     fd,
                     in_progress,
                     fallbacks: addrs,
+                    tcp: true,
                 })
             }
             Err(e) => last = e,
@@ -226,6 +237,7 @@ pub(crate) unsafe fn connect_raw(
         fd,
         in_progress,
         fallbacks: Vec::new(),
+        tcp: false,
     })
 }
 
@@ -243,6 +255,7 @@ pub(crate) fn connect_vsock(cid: u32, port: u32) -> io::Result<Pending> {
         fd,
         in_progress,
         fallbacks: Vec::new(),
+        tcp: false,
     })
 }
 

@@ -128,9 +128,7 @@ impl Client {
                 CommandKind::Cache => needs(tf::SEND_CACHE, name(c.kind))?,
                 CommandKind::WriteZeroes => needs(tf::SEND_WRITE_ZEROES, name(c.kind))?,
                 CommandKind::BlockStatus if self.contexts.is_empty() => {
-                    return Err(SubmitError::NotSupported(
-                        "block status (no metadata context was negotiated)",
-                    ));
+                    return Err(SubmitError::NoMetaContext);
                 }
                 _ => {}
             }

@@ -218,6 +218,10 @@ pub enum SubmitError {
     /// The server did not advertise support (strict mode `COMMANDS`).
     #[error("server does not support {0}")]
     NotSupported(&'static str),
+    /// Block status while no metadata context was negotiated (strict mode
+    /// `COMMANDS`): `ENOTSUP`, as in libnbd 1.24.
+    #[error("server does not support block status (no metadata context was negotiated)")]
+    NoMetaContext,
     /// A write, trim or zero on a read-only export (strict mode `COMMANDS`).
     #[error("server does not support write operations")]
     ReadOnly,
@@ -260,7 +264,7 @@ impl SubmitError {
             SubmitError::InvalidState(_) => errno::ENOTCONN,
             SubmitError::TooLarge => errno::ERANGE,
             SubmitError::ReadOnly => errno::EPERM,
-            SubmitError::NotFixedNewstyle => errno::ENOTSUP,
+            SubmitError::NotFixedNewstyle | SubmitError::NoMetaContext => errno::ENOTSUP,
             SubmitError::OutOfBounds => errno::EINVAL,
             SubmitError::OutOfBoundsWrite => errno::ENOSPC,
             _ => errno::EINVAL,

@@ -509,6 +509,20 @@ impl Client {
         }
     }
 
+    /// Whether a request is being written or a reply (one message: a
+    /// simple reply or one structured chunk) is part read: what libnbd
+    /// calls "processing". Between messages the connection is "ready" in
+    /// libnbd's terms even with commands in flight (nbd_aio_is_processing(3));
+    /// [`Client::state`] says [`State::Processing`] for those too.
+    pub fn mid_message(&self) -> bool {
+        self.phase == Phase::Transmission
+            && (!self.tx.is_empty()
+                || !self.acc.is_empty()
+                || self.payload.is_some()
+                || self.discard > 0
+                || !matches!(self.expect, negotiate::Expect::ReplyHeader))
+    }
+
     /// Whether the driver should read from the transport now.
     pub fn wants_read(&self) -> bool {
         self.want_read
@@ -669,7 +683,7 @@ impl Client {
     /// Reports that `n` bytes of the pending output were sent.
     pub fn advance_transmit(&mut self, n: usize) {
         self.tx.advance(n);
-        self.after_transmit();
+        self.close_after_abort_sent();
         self.update_direction();
     }
 
@@ -684,7 +698,7 @@ impl Client {
             return;
         }
         self.tx.drain_into(out, payload);
-        self.after_transmit();
+        self.close_after_abort_sent();
         self.update_direction();
     }
 

@@ -543,6 +543,15 @@ impl Client {
             .is_some_and(|p| p.option == opt::ABORT)
     }
 
+    /// Once `NBD_OPT_ABORT` is written the session is over: the server's
+    /// reply is optional (the spec lets either side close), and libnbd
+    /// 1.24 closes without waiting for it.
+    pub(super) fn close_after_abort_sent(&mut self) {
+        if self.phase == Phase::Options && self.aborting() && self.tx.is_empty() {
+            self.close();
+        }
+    }
+
     // ----- TLS -----
 
     /// Reports that the TLS handshake the client asked for with

@@ -217,18 +217,13 @@ impl Client {
         self.disconnect_sent
     }
 
-    pub(super) fn after_transmit(&mut self) {
-        self.maybe_close_after_disc();
-    }
-
-    fn maybe_close_after_disc(&mut self) {
-        if self.phase == Phase::Transmission
-            && self.disconnect_sent
-            && self.tx.is_empty()
-            && self.cmds.is_empty()
-        {
-            self.close();
-        }
+    /// Whether `NBD_CMD_DISC` was queued and the connection is still open.
+    /// The server sends no reply to it: the session ends when the server
+    /// closes the connection (or resets it), not when the request is
+    /// written, and until then it counts as a command in flight (libnbd
+    /// 1.24 stays ready with it in flight, see nbd_aio_disconnect(3)).
+    pub fn disconnect_in_flight(&self) -> bool {
+        self.phase == Phase::Transmission && self.disconnect_sent
     }
 
     /// Fails every command in flight because the connection ended.
@@ -283,7 +278,6 @@ impl Client {
             None => Ok(()),
         };
         self.push_event(Event::Complete { cookie, result });
-        self.maybe_close_after_disc();
     }
 
     pub(super) fn after_discard(&mut self) {

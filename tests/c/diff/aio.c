@@ -48,6 +48,9 @@ main (int argc, char *argv[])
   c1 = T (nbd_aio_pwrite (h, data, 4096, 0, NBD_NULL_COMPLETION, 0));
   c2 = T (nbd_aio_pread (h, buf[0], 4096, 0, NBD_NULL_COMPLETION, 0));
   T (nbd_aio_in_flight (h));
+  /* Both requests are written; waiting for replies is "ready", not
+   * "processing" (nbd_aio_is_processing(3)). */
+  state (h, "with replies due");
   T (wait_for (h, c1));
   T (wait_for (h, c2));
   dump ("read back", buf[0], 8);

@@ -162,8 +162,11 @@ main (int argc, char *argv[])
   T (nbd_add_meta_context (h, "base:allocation"));
   opt_wait (h, "aio_opt_set_meta_context", T (nbd_aio_opt_set_meta_context (h, CTX, DONE)));
   T (nbd_get_structured_replies_negotiated (h));
-  opt_wait (h, "aio_opt_abort", T (nbd_aio_opt_abort (h)));
+  /* NBD_OPT_ABORT ends the session once written: no reply is awaited. */
+  T (nbd_aio_opt_abort (h));
   state (h, "after aio_opt_abort");
+  T (nbd_aio_get_direction (h));
+  T (nbd_aio_get_fd (h) >= 0 ? 0 : -1);
   for (int i = 0; i < 50 && !nbd_aio_is_closed (h) && !nbd_aio_is_dead (h); i++)
     if (nbd_poll (h, 1000) == -1) break;
   state (h, "after polling");

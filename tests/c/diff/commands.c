@@ -177,6 +177,27 @@ main (int argc, char *argv[])
   T (nbd_zero (ro, 512, 0, 0));
   T (nbd_pread (ro, buf, 512, 0, 0));
   nbd_close (ro);
+
+  /* Block status without a metadata context: none asked for, or asked
+   * for but never requested from the server. */
+  h = nbd_create ();
+  T (nbd_connect_uri (h, argv[1]));
+  T (nbd_can_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
+  T (nbd_block_status (h, 512, 0, (nbd_extent_callback) {
+        .callback = extent_cb, .user_data = &zero }, 0));
+  T (nbd_block_status_64 (h, 512, 0, (nbd_extent64_callback) {
+        .callback = extent64_cb, .user_data = &zero }, 0));
+  T (nbd_aio_block_status (h, 512, 0, (nbd_extent_callback) {
+        .callback = extent_cb, .user_data = &zero }, NBD_NULL_COMPLETION, 0));
+  nbd_close (h);
+  h = nbd_create ();
+  T (nbd_set_request_meta_context (h, false));
+  T (nbd_add_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
+  T (nbd_connect_uri (h, argv[1]));
+  T (nbd_can_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION));
+  T (nbd_block_status (h, 512, 0, (nbd_extent_callback) {
+        .callback = extent_cb, .user_data = &zero }, 0));
+  nbd_close (h);
   say ("end");
   return 0;
 }

@@ -43,14 +43,25 @@ main (int argc, char *argv[])
   T (nbd_get_size (h));
   nbd_close (h);
 
+  /* A failed TCP connect leaves the handle newly created: the next
+   * connect works. */
   h = nbd_create ();
   T (nbd_connect_tcp (h, "127.0.0.1", argv[3]));
   state (h, "refused");
+  T (nbd_connect_tcp (h, "127.0.0.1", argv[2]));
+  state (h, "connected after refused");
   nbd_close (h);
 
   h = nbd_create ();
   T (nbd_connect_tcp (h, "127.0.0.1", "no-such-service-name"));
   state (h, "bad service");
+  T (nbd_aio_connect_tcp (h, "127.0.0.1", "no-such-service-name"));
+  T (nbd_aio_connect_tcp (h, "127.0.0.1", argv[3]));
+  state (h, "aio_connect_tcp refused");
+  T (nbd_connect_socket (h, -1));
+  state (h, "bad socket");
+  T (nbd_connect_unix (h, argv[1]));
+  state (h, "connected after failures");
   nbd_close (h);
 
   h = nbd_create ();

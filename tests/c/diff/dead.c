@@ -64,6 +64,7 @@ main (int argc, char *argv[])
   T (nbd_shutdown (h, 0));
   T (nbd_get_size (h));
   T (nbd_aio_get_direction (h));
+  T (nbd_aio_get_fd (h) >= 0 ? 0 : -1);
   say ("close");
   nbd_close (h);
   say ("end");

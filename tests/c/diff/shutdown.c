@@ -39,6 +39,7 @@ main (int argc, char *argv[])
     if (T (nbd_poll (h, -1)) == -1) break;
   state (h, "after polling");
   T (nbd_aio_in_flight (h));
+  T (nbd_aio_get_fd (h) >= 0 ? 0 : -1);
   T (nbd_shutdown (h, 0));
   nbd_close (h);
 

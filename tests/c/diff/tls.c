@@ -86,8 +86,34 @@ main (int argc, char *argv[])
   T (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
   T (nbd_set_tls_psk_file (h, argv[3]));
   T (nbd_set_tls_username (h, "mallory"));
-  T (nbd_connect_unix (h, argv[2]) == -1);
+  T (nbd_connect_unix (h, argv[2]));
   state (h, "PSK unknown user");
+  nbd_close (h);
+
+  /* The right user with the wrong key: the handshake fails (errno 0). */
+  {
+    char wrong[] = "/tmp/diff-tls-XXXXXX";
+    int fd = mkstemp (wrong);
+    if (fd == -1) return 1;
+    if (dprintf (fd, "alice:%064d\n", 0) < 0) return 1;
+    close (fd);
+    h = nbd_create ();
+    T (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
+    T (nbd_set_tls_psk_file (h, wrong));
+    T (nbd_set_tls_username (h, "alice"));
+    T (nbd_connect_unix (h, argv[2]));
+    state (h, "PSK wrong key");
+    nbd_close (h);
+    unlink (wrong);
+  }
+
+  /* A PSK file that does not exist, the username set. */
+  h = nbd_create ();
+  T (nbd_set_tls (h, LIBNBD_TLS_REQUIRE));
+  T (nbd_set_tls_psk_file (h, "/nonexistent/keys.psk"));
+  T (nbd_set_tls_username (h, "alice"));
+  T (nbd_connect_unix (h, argv[2]));
+  state (h, "PSK file missing");
   nbd_close (h);
 
   h = nbd_create ();
