@@ -186,12 +186,8 @@ fn login_name() -> Result<CString, Error> {
     // NUL-terminated name of at most that size or returns an error number.
     let rc = unsafe { getlogin_r(buf.as_mut_ptr().cast::<c_char>(), buf.len()) };
     if rc != 0 {
-        // No controlling terminal (daemons, CI): the user's name will do.
-        if let Some(user) = std::env::var_os("USER").filter(|v| !v.is_empty()) {
-            use std::os::unix::ffi::OsStringExt;
-            return CString::new(user.into_vec())
-                .map_err(|_| Error::Invalid("USER contains a NUL byte".to_string()));
-        }
+        // No controlling terminal (daemons, CI): no default, as in libnbd
+        // 1.24, which does not fall back to `$USER` either.
         return Err(Error::Os {
             context: "getlogin_r",
             errno: rc,

@@ -83,6 +83,9 @@ fn on_side(exe: &Path, side: Side) -> Command {
     cmd.env_remove("LD_PRELOAD");
     cmd.env_remove("LIBNBD_DEBUG");
     cmd.env("LC_ALL", "C");
+    // libnbd takes no default TLS username from $USER (only $LOGNAME or
+    // the terminal's login): a value here shows that ours ignores it too.
+    cmd.env("USER", "user-from-environment");
     cmd
 }
 
