@@ -331,6 +331,7 @@ impl Conn {
                     cookie,
                     buf_offset,
                     len,
+                    ..
                 } => {
                     let Lend::Write(c, data) = lend else {
                         return None;
@@ -536,7 +537,7 @@ impl Conn {
                         }
                     }
                 }
-                Event::Complete { cookie, result } => {
+                Event::Complete { cookie, result, .. } => {
                     let outcome = match result {
                         Ok(()) => Outcome::Ok,
                         Err(_) if i >= ended_from => Outcome::Ended,

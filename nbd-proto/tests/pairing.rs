@@ -838,6 +838,7 @@ impl Pair {
                     cookie,
                     buf_offset,
                     len,
+                    ..
                 } => {
                     let b = self.wbufs.get(&cookie).expect("external write payload");
                     &b[buf_offset as usize..buf_offset as usize + len]
@@ -991,14 +992,18 @@ impl Pair {
                         .or_default()
                         .push((context_id, extents));
                 }
-                Event::Complete { cookie, result } => {
+                Event::Complete { cookie, result, .. } => {
                     let r = result.as_ref().map(|_| ()).map_err(|e| e.errno);
                     assert!(
                         self.completed.insert(cookie, r).is_none(),
                         "cookie {cookie} completed twice"
                     );
                     self.check_completion(cookie, r, &result);
-                    self.events.push(Event::Complete { cookie, result });
+                    self.events.push(Event::Complete {
+                        cookie,
+                        result,
+                        data: (),
+                    });
                 }
                 other => self.events.push(other),
             }

@@ -15,8 +15,9 @@ pub(crate) struct RawBuf {
 // until the command completes; the engine only touches it under the handle lock.
 unsafe impl Send for RawBuf {}
 
-/// A command in flight: where its reply goes and whom to tell.
-pub(super) struct Cmd {
+/// A command in flight: where its reply goes and whom to tell. The
+/// protocol client keeps it with the command ([`super::ProtoClient`]).
+pub(crate) struct Cmd {
     pub(super) offset: u64,
     pub(super) read: Option<RawBuf>,
     pub(super) write: Option<RawBuf>,
@@ -75,21 +76,19 @@ impl Engine {
         // Output still queued means the last send found the socket full:
         // the caller polls for POLLOUT, so a send now would only say EAGAIN.
         let send_now = c.pending_output() == 0;
+        let data = Cmd {
+            offset,
+            read,
+            write,
+            hooks,
+            error: 0,
+            name,
+            detail: None,
+        };
+        // A refused command's data comes back and is dropped here.
         let cookie = c
-            .submit(cmd)
-            .map_err(|e| EngineError::new(e.errno(), e.to_string()))?;
-        self.cmds.insert(
-            cookie,
-            Cmd {
-                offset,
-                read,
-                write,
-                hooks,
-                error: 0,
-                name,
-                detail: None,
-            },
-        );
+            .submit_with(cmd, data)
+            .map_err(|(e, _)| EngineError::new(e.errno(), e.to_string()))?;
         self.large_reads += usize::from(large);
         // Like libnbd, start sending at once (unless blocked, see above).
         if send_now {
@@ -113,7 +112,7 @@ impl Engine {
 
     /// Commands submitted and not completed.
     pub(crate) fn in_flight(&self) -> usize {
-        self.cmds.len()
+        self.client.as_ref().map_or(0, |c| c.in_flight())
     }
 
     /// `nbd_aio_command_completed`: `Ok(true)` and retired if it completed
@@ -121,6 +120,8 @@ impl Engine {
     /// issued, negative, or already retired: libnbd 1.24 answers 0 for
     /// those too), `Err` if it failed (now retired) or the cookie is 0.
     pub(crate) fn command_completed(&mut self, cookie: u64) -> Result<bool, EngineError> {
+        // Retiring drops the record, and with it the command's callbacks
+        // (`.free` runs now, as in libnbd 1.24).
         if let Some(d) = self.done.take(cookie) {
             if d.error == 0 {
                 return Ok(true);
@@ -139,7 +140,7 @@ impl Engine {
 
     /// Whether `cookie` is no longer in flight.
     pub(crate) fn is_complete(&self, cookie: u64) -> bool {
-        !self.cmds.contains_key(&cookie)
+        self.client.as_ref().is_none_or(|c| c.data(cookie).is_none())
     }
 
     /// Starts a soft disconnect (`NBD_CMD_DISC`, or `NBD_OPT_ABORT` while

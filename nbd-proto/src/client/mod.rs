@@ -68,7 +68,7 @@ use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use bytes::Bytes;
-use cookiemap::CookieMap;
+pub use cookiemap::CookieMap;
 
 /// Whether and how to use TLS (libnbd's `LIBNBD_TLS_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -294,9 +294,14 @@ pub enum ChunkKind {
     Hole,
 }
 
-/// Something that happened, from [`Client::poll_event`].
+/// Something that happened, from [`Client::poll_event`] (or, for what
+/// concerns no command, inside [`Step::Event`] from [`Client::poll_step`]).
+///
+/// `U` is the driver's per-command data (see [`Client`]): a completion
+/// hands it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+#[non_exhaustive]
+pub enum Event<U = ()> {
     /// Opt mode: negotiation waits for the caller's next option.
     Negotiating,
     /// `NBD_OPT_STARTTLS` was acknowledged: run the TLS handshake now on the
@@ -348,12 +353,16 @@ pub enum Event {
         /// Extents starting at the request offset.
         extents: Vec<Extent>,
     },
-    /// A command completed.
+    /// A command completed. It is no longer in flight, and its data comes
+    /// back.
     Complete {
         /// The command.
         cookie: u64,
         /// `Ok` or why it failed.
         result: Result<(), CommandError>,
+        /// The data given to [`Client::submit_with`] (`()` for
+        /// [`Client::submit`]).
+        data: U,
     },
     /// The connection ended cleanly.
     Closed,
@@ -380,10 +389,129 @@ enum Phase {
     Dead,
 }
 
-/// The client state machine. See the [module documentation](self) for how to
-/// drive it.
+/// One step of a command's reply, from [`Client::poll_step`], with the
+/// command's data lent (or, on completion, given back).
+///
+/// Unlike [`Event`] this enum is exhaustive on purpose: a driver that
+/// matches it cannot overlook a hole to zero or an error to record, and a
+/// new kind of per-command step would be a breaking change. Everything that
+/// concerns no single command arrives as [`Step::Event`].
 #[derive(Debug)]
-pub struct Client {
+#[must_use = "a step may require the driver to act on its buffer (zero a hole, record an error) or hand back its data"]
+pub enum Step<'a, U> {
+    /// READ payload is now in the command's buffer at `buf_offset`.
+    ReadData {
+        /// The READ command.
+        cookie: u64,
+        /// Offset within the command's buffer.
+        buf_offset: u64,
+        /// Length.
+        len: u64,
+        /// The command's data.
+        data: &'a mut U,
+    },
+    /// A hole: the driver must zero `len` bytes of the command's buffer at
+    /// `buf_offset` (nothing was written there).
+    ReadHole {
+        /// The READ command.
+        cookie: u64,
+        /// Offset within the command's buffer.
+        buf_offset: u64,
+        /// Length.
+        len: u64,
+        /// The command's data.
+        data: &'a mut U,
+    },
+    /// The server reported an error for part of a READ (`ERROR_OFFSET`);
+    /// the command will complete with an error.
+    ReadError {
+        /// The READ command.
+        cookie: u64,
+        /// Offset within the command's buffer.
+        buf_offset: u64,
+        /// The errno.
+        errno: i32,
+        /// The command's data.
+        data: &'a mut U,
+    },
+    /// Block status extents for one metadata context.
+    Extents {
+        /// The BLOCK_STATUS command.
+        cookie: u64,
+        /// The context id (see [`Client::meta_contexts`]).
+        context_id: u32,
+        /// The context's name.
+        context_name: &'a str,
+        /// Extents starting at the request offset.
+        extents: Vec<Extent>,
+        /// The command's data.
+        data: &'a mut U,
+    },
+    /// The command completed: it is no longer in flight, and its data
+    /// comes back.
+    Complete {
+        /// The command.
+        cookie: u64,
+        /// `Ok` or why it failed.
+        result: Result<(), CommandError>,
+        /// The command's data.
+        data: U,
+    },
+    /// Anything else (negotiation, readiness, the end of the connection).
+    Event(Event<U>),
+}
+
+/// READ payload to receive, with the command's data lent: see
+/// [`Client::payload_target`].
+#[derive(Debug)]
+pub struct PayloadTarget<'a, U> {
+    /// The READ command.
+    pub cookie: u64,
+    /// Where in its buffer the next byte goes.
+    pub buf_offset: u64,
+    /// How many bytes, at most, before control bytes resume.
+    pub len: usize,
+    /// The command's data (its buffer).
+    pub data: &'a mut U,
+}
+
+/// The client state machine: no I/O, one connection.
+///
+/// # Usage contract
+///
+/// A driver owns the transport and steps the client (see the
+/// [module documentation](self) for the loop):
+///
+/// * Send what [`Client::transmit_segments`] lists, in order, and report
+///   every byte sent with [`Client::advance_transmit`]; a
+///   [`Segment::External`] is the WRITE payload the driver holds, found
+///   through the command's data it lends.
+/// * Receive into what [`Client::recv_target`] names: protocol bytes go to
+///   [`Client::handle_input`], READ payload into the command's buffer
+///   (found through [`Client::payload_target`]), reported with
+///   [`Client::handle_payload`]. Report the end of the stream
+///   ([`Client::handle_eof`]) and transport failures.
+/// * After each input, drain [`Client::poll_step`] (or
+///   [`Client::poll_event`]): holes must be zeroed by the driver, since
+///   nothing was received for them.
+///
+/// # Per-command data
+///
+/// `U` is whatever the driver needs per command (its buffers, a waker, a
+/// callback): given to [`Client::submit_with`], kept with the command in
+/// the cookie-ordered table of commands in flight (lookup by cookie is
+/// O(1) in the usual case), lent back as `&U` in
+/// [`Segment::External`] and `&mut U` in [`Client::payload_target`] and
+/// every [`Step`] of the reply, and returned by value in the completion
+/// ([`Step::Complete`], [`Event::Complete`]). A driver needs no table of
+/// its own. With the default `U = ()`, [`Client::new`] and
+/// [`Client::submit`] keep simple users simple.
+///
+/// The data stays in the client until the completion is pulled, so a
+/// driver's buffer outlives every step that names it. A client dropped
+/// with commands in flight drops their data.
+#[derive(Debug)]
+pub struct Client<U = ()> {
     config: Config,
     phase: Phase,
     /// Input accumulator for the message being framed.
@@ -399,6 +527,7 @@ pub struct Client {
     /// READ payload being received: (cookie, buf_offset, remaining, chunk start).
     payload: Option<transmit::PayloadState>,
     tx: txqueue::TxQueue,
+    /// Events; a `Complete` here gets its data from `cmds` when pulled.
     events: VecDeque<Event>,
     // Negotiation.
     server_flags: u16,
@@ -422,7 +551,11 @@ pub struct Client {
     meta_skipped: bool,
     export: ExportInfo,
     // Transmission.
-    cmds: CookieMap<transmit::InFlight>,
+    /// Commands in flight, and completed ones whose completion is not
+    /// pulled yet (they still hold the driver's data).
+    cmds: CookieMap<transmit::InFlight<U>>,
+    /// How many entries of `cmds` are still in flight.
+    live: usize,
     next_cookie: u64,
     disconnect_sent: bool,
     want_read: bool,
@@ -432,8 +565,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client about to read the server's greeting.
+    /// A client about to read the server's greeting, with no per-command
+    /// data (see [`Client::with_data`]).
     pub fn new(config: Config) -> Self {
+        Client::with_data(config)
+    }
+}
+
+impl<U> Client<U> {
+    /// A client about to read the server's greeting, carrying a `U` with
+    /// each command ([`Client::submit_with`]).
+    pub fn with_data(config: Config) -> Self {
         let mut c = Client {
             config,
             phase: Phase::Greeting,
@@ -462,6 +604,7 @@ impl Client {
             meta_skipped: false,
             export: ExportInfo::default(),
             cmds: CookieMap::new(),
+            live: 0,
             next_cookie: 1,
             disconnect_sent: false,
             want_read: true,
@@ -498,7 +641,7 @@ impl Client {
                 }
             }
             Phase::Transmission => {
-                if self.cmds.is_empty() && (!self.disconnect_sent || self.tx.is_empty()) {
+                if self.live == 0 && (!self.disconnect_sent || self.tx.is_empty()) {
                     State::Ready
                 } else {
                     State::Processing
@@ -529,6 +672,22 @@ impl Client {
             },
             None => RecvTarget::Control,
         }
+    }
+
+    /// The READ payload to receive next, if any, with its command's data
+    /// lent: where [`RecvTarget::Payload`] says the bytes go, and the
+    /// buffer they go into.
+    pub fn payload_target(&mut self) -> Option<PayloadTarget<'_, U>> {
+        let p = self.payload.as_ref()?;
+        let (cookie, buf_offset) = (p.cookie, p.buf_offset);
+        let len = usize::try_from(p.remaining).unwrap_or(usize::MAX);
+        let data = &mut self.cmds.get_mut(cookie)?.data;
+        Some(PayloadTarget {
+            cookie,
+            buf_offset,
+            len,
+            data,
+        })
     }
 
     /// The server's handshake flags (newstyle), or 0.
@@ -624,7 +783,7 @@ impl Client {
 
     /// Commands submitted and not yet completed.
     pub fn in_flight(&self) -> usize {
-        self.cmds.len()
+        self.live
     }
 
     /// Whether a transmission flag is set (false before the flags are known).
@@ -642,7 +801,7 @@ impl Client {
     /// Fills `out` with the pending output in order; returns how many entries
     /// were filled. Send them (e.g. with one `writev`), then call
     /// [`Client::advance_transmit`] with the number of bytes sent.
-    pub fn transmit_segments<'a>(&'a self, out: &mut [Segment<'a>]) -> usize {
+    pub fn transmit_segments<'a>(&'a self, out: &mut [Segment<'a, U>]) -> usize {
         self.transmit_segments_upto(out, usize::MAX)
     }
 
@@ -652,13 +811,15 @@ impl Client {
     /// can take.
     pub fn transmit_segments_upto<'a>(
         &'a self,
-        out: &mut [Segment<'a>],
+        out: &mut [Segment<'a, U>],
         max_bytes: usize,
     ) -> usize {
         if self.phase == Phase::AwaitTls {
             return 0;
         }
-        self.tx.segments(out, max_bytes)
+        let cmds = &self.cmds;
+        self.tx
+            .segments(out, max_bytes, |cookie| cmds.get(cookie).map(|c| &c.data))
     }
 
     /// Total bytes pending output.
@@ -688,9 +849,168 @@ impl Client {
         self.update_direction();
     }
 
-    /// The next event, if any.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+    /// The next event, if any. A completion brings the command's data
+    /// back; the steps that lend it ([`Client::poll_step`]) come here as
+    /// plain events, the data left in the client (reach it with
+    /// [`Client::data_mut`]).
+    pub fn poll_event(&mut self) -> Option<Event<U>> {
+        loop {
+            let e = self.events.pop_front()?;
+            if let Some(e) = self.typed(e) {
+                return Some(e);
+            }
+        }
+    }
+
+    /// The next step, if any: what [`Client::poll_event`] gives, with the
+    /// command's data lent to every step of a reply (see [`Step`]).
+    pub fn poll_step(&mut self) -> Option<Step<'_, U>> {
+        let e = self.events.pop_front()?;
+        let cookie = match &e {
+            Event::ReadChunk { cookie, .. }
+            | Event::ReadError { cookie, .. }
+            | Event::Extents { cookie, .. } => *cookie,
+            _ => {
+                // Completions take their data out of the table; a
+                // completion without one (never) is skipped.
+                return match self.typed(e) {
+                    Some(Event::Complete {
+                        cookie,
+                        result,
+                        data,
+                    }) => Some(Step::Complete {
+                        cookie,
+                        result,
+                        data,
+                    }),
+                    Some(e) => Some(Step::Event(e)),
+                    None => self.poll_step(),
+                };
+            }
+        };
+        // The command's entry stays until its completion is pulled.
+        let contexts = &self.contexts;
+        let Some(data) = self.cmds.get_mut(cookie).map(|c| &mut c.data) else {
+            debug_assert!(false, "a step for a command not in the table");
+            return None;
+        };
+        Some(match e {
+            Event::ReadChunk {
+                cookie,
+                buf_offset,
+                len,
+                kind: ChunkKind::Data,
+            } => Step::ReadData {
+                cookie,
+                buf_offset,
+                len,
+                data,
+            },
+            Event::ReadChunk {
+                cookie,
+                buf_offset,
+                len,
+                kind: ChunkKind::Hole,
+            } => Step::ReadHole {
+                cookie,
+                buf_offset,
+                len,
+                data,
+            },
+            Event::ReadError {
+                cookie,
+                buf_offset,
+                errno,
+            } => Step::ReadError {
+                cookie,
+                buf_offset,
+                errno,
+                data,
+            },
+            Event::Extents {
+                cookie,
+                context_id,
+                extents,
+            } => Step::Extents {
+                cookie,
+                context_id,
+                // The chunk was checked against the selected contexts.
+                context_name: contexts
+                    .iter()
+                    .find(|m| m.id == context_id)
+                    .map_or("", |m| m.name.as_str()),
+                extents,
+                data,
+            },
+            _ => unreachable!("matched above"),
+        })
+    }
+
+    /// The data of a command in flight (or completed, until its completion
+    /// is pulled).
+    pub fn data(&self, cookie: u64) -> Option<&U> {
+        self.cmds.get(cookie).map(|c| &c.data)
+    }
+
+    /// The data of a command in flight, mutably (see [`Client::data`]).
+    pub fn data_mut(&mut self, cookie: u64) -> Option<&mut U> {
+        self.cmds.get_mut(cookie).map(|c| &mut c.data)
+    }
+
+    /// Every command in flight (completions not yet pulled included) with
+    /// its data, oldest first.
+    pub fn commands(&self) -> impl Iterator<Item = (u64, &U)> + '_ {
+        self.cmds.iter().map(|(cookie, c)| (cookie, &c.data))
+    }
+
+    /// The queued event with the data it carries: a completion takes its
+    /// command's data out of the table.
+    fn typed(&mut self, e: Event) -> Option<Event<U>> {
+        Some(match e {
+            Event::Complete { cookie, result, .. } => Event::Complete {
+                cookie,
+                result,
+                data: self.cmds.remove(cookie)?.data,
+            },
+            Event::Negotiating => Event::Negotiating,
+            Event::StartTls => Event::StartTls,
+            Event::Export(x) => Event::Export(x),
+            Event::MetaContext(x) => Event::MetaContext(x),
+            Event::Info(x) => Event::Info(x),
+            Event::OptionDone { option, result } => Event::OptionDone { option, result },
+            Event::Ready => Event::Ready,
+            Event::ReadChunk {
+                cookie,
+                buf_offset,
+                len,
+                kind,
+            } => Event::ReadChunk {
+                cookie,
+                buf_offset,
+                len,
+                kind,
+            },
+            Event::ReadError {
+                cookie,
+                buf_offset,
+                errno,
+            } => Event::ReadError {
+                cookie,
+                buf_offset,
+                errno,
+            },
+            Event::Extents {
+                cookie,
+                context_id,
+                extents,
+            } => Event::Extents {
+                cookie,
+                context_id,
+                extents,
+            },
+            Event::Closed => Event::Closed,
+            Event::Dead(why) => Event::Dead(why),
+        })
     }
 
     // ----- inputs -----

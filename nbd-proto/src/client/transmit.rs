@@ -17,7 +17,11 @@ use alloc::vec::Vec;
 
 /// A command waiting for its reply.
 #[derive(Debug)]
-pub(super) struct InFlight {
+pub(super) struct InFlight<U> {
+    /// The driver's data for the command.
+    pub(super) data: U,
+    /// Completed: the completion is queued and will take `data` out.
+    done: bool,
     kind: CommandKind,
     offset: u64,
     length: u64,
@@ -36,7 +40,7 @@ pub(super) struct InFlight {
     tx_start: u64,
 }
 
-impl InFlight {
+impl<U> InFlight<U> {
     fn fail(&mut self, e: CommandError) {
         if self.error.is_none() {
             self.error = Some(e);
@@ -64,7 +68,7 @@ pub(super) struct PayloadState {
     done: bool,
 }
 
-impl Client {
+impl<U> Client<U> {
     pub(super) fn reply_header_len(&self) -> usize {
         if self.extended {
             size::EXTENDED_REPLY
@@ -73,8 +77,37 @@ impl Client {
         }
     }
 
-    /// Queues a command; returns its cookie. Nothing is queued on error.
-    pub fn submit(&mut self, c: Command) -> Result<u64, SubmitError> {
+    /// Queues a command with no data; returns its cookie. Nothing is
+    /// queued on error.
+    pub fn submit(&mut self, c: Command) -> Result<u64, SubmitError>
+    where
+        U: Default,
+    {
+        self.submit_with(c, U::default()).map_err(|(e, _)| e)
+    }
+
+    /// Queues a command carrying `data` (see [`Client`]); returns its
+    /// cookie. On error nothing is queued and the data comes back. An
+    /// `NBD_CMD_DISC` has no reply: its data is dropped at once.
+    pub fn submit_with(&mut self, c: Command, data: U) -> Result<u64, (SubmitError, U)> {
+        match self.enqueue(c) {
+            Ok((cookie, None)) => Ok(cookie),
+            Ok((cookie, Some(f))) => {
+                self.cmds.insert(cookie, f(data));
+                self.live += 1;
+                Ok(cookie)
+            }
+            Err(e) => Err((e, data)),
+        }
+    }
+
+    /// Queues a command's request; returns its cookie and, unless it is
+    /// `NBD_CMD_DISC`, how to make its table entry.
+    #[allow(clippy::type_complexity)]
+    fn enqueue(
+        &mut self,
+        c: Command,
+    ) -> Result<(u64, Option<impl FnOnce(U) -> InFlight<U>>), SubmitError> {
         if self.phase != Phase::Transmission {
             return Err(SubmitError::InvalidState("the handle is not connected"));
         }
@@ -134,25 +167,28 @@ impl Client {
         };
         if c.kind == CommandKind::Disconnect {
             self.disconnect_sent = true;
-        } else {
-            self.cmds.insert(
-                cookie,
-                InFlight {
-                    kind: c.kind,
-                    offset,
-                    length,
-                    flags: c.flags,
-                    error: None,
-                    ranges: RangeSet::default(),
-                    simple_data: false,
-                    contexts_seen: Vec::new(),
-                    contexts_wanted,
-                    tx_start,
-                },
-            );
+            self.update_direction();
+            return Ok((cookie, None));
         }
         self.update_direction();
-        Ok(cookie)
+        let (kind, flags) = (c.kind, c.flags);
+        Ok((
+            cookie,
+            Some(move |data| InFlight {
+                data,
+                done: false,
+                kind,
+                offset,
+                length,
+                flags,
+                error: None,
+                ranges: RangeSet::default(),
+                simple_data: false,
+                contexts_seen: Vec::new(),
+                contexts_wanted,
+                tx_start,
+            }),
+        ))
     }
 
     /// Ends the session politely: `NBD_CMD_DISC` in transmission (commands in
@@ -162,7 +198,7 @@ impl Client {
             // A second disconnect is refused like any command after the
             // first (libnbd 1.24: EINVAL).
             super::State::Ready | super::State::Processing => self
-                .submit(Command::new(CommandKind::Disconnect, 0, 0))
+                .enqueue(Command::new(CommandKind::Disconnect, 0, 0))
                 .map(|_| ()),
             super::State::Negotiating => self.opt_abort(),
             _ => Err(SubmitError::InvalidState("the handle is not connected")),
@@ -186,7 +222,7 @@ impl Client {
         let unsent: Vec<u64> = self
             .cmds
             .iter()
-            .filter(|(_, c)| c.tx_start >= sent)
+            .filter(|(_, c)| !c.done && c.tx_start >= sent)
             .map(|(cookie, _)| cookie)
             .collect();
         let Some(from) = unsent
@@ -199,13 +235,17 @@ impl Client {
         self.tx.truncate_to(from);
         self.chunks_sent -= unsent.len() as u64;
         for &cookie in &unsent {
-            self.cmds.remove(cookie);
+            if let Some(c) = self.cmds.get_mut(cookie) {
+                c.done = true;
+                self.live -= 1;
+            }
             self.push_event(Event::Complete {
                 cookie,
                 result: Err(CommandError::new(
                     errno::ENOTCONN,
                     "abandoned before it was sent",
                 )),
+                data: (),
             });
         }
         self.update_direction();
@@ -225,30 +265,46 @@ impl Client {
         if self.phase == Phase::Transmission
             && self.disconnect_sent
             && self.tx.is_empty()
-            && self.cmds.is_empty()
+            && self.live == 0
         {
             self.close();
         }
     }
 
-    /// Fails every command in flight because the connection ended.
+    /// Fails every command in flight because the connection ended,
+    /// newest first (as libnbd 1.24 does).
     pub(super) fn fail_all(&mut self, why: &ProtocolError) {
-        let cmds = core::mem::take(&mut self.cmds);
-        for (cookie, _) in cmds.iter() {
+        if self.live == 0 {
+            return;
+        }
+        let failed: Vec<u64> = self
+            .cmds
+            .iter()
+            .filter(|(_, c)| !c.done)
+            .map(|(cookie, _)| cookie)
+            .collect();
+        for &cookie in failed.iter().rev() {
+            if let Some(c) = self.cmds.get_mut(cookie) {
+                c.done = true;
+            }
             self.push_event(Event::Complete {
                 cookie,
                 result: Err(CommandError::new(
                     errno::ENOTCONN,
                     format!("connection ended: {why}"),
                 )),
+                data: (),
             });
         }
+        self.live = 0;
     }
 
     fn finish_command(&mut self, cookie: u64) {
-        let Some(mut c) = self.cmds.remove(cookie) else {
+        let Some(c) = self.cmds.get_mut(cookie).filter(|c| !c.done) else {
             return;
         };
+        c.done = true;
+        self.live -= 1;
         if c.error.is_none() {
             match c.kind {
                 CommandKind::Read if !c.simple_data && c.ranges.covered() != c.length => {
@@ -278,11 +334,20 @@ impl Client {
                 _ => {}
             }
         }
-        let result = match c.error {
+        let result = match c.error.take() {
             Some(e) => Err(e),
             None => Ok(()),
         };
-        self.push_event(Event::Complete { cookie, result });
+        // The protocol state is no longer needed; the data stays until the
+        // completion is pulled.
+        c.ranges = RangeSet::default();
+        c.contexts_seen = Vec::new();
+        c.contexts_wanted = Vec::new();
+        self.push_event(Event::Complete {
+            cookie,
+            result,
+            data: (),
+        });
         self.maybe_close_after_disc();
     }
 
@@ -389,6 +454,7 @@ impl Client {
                 let c = self
                     .cmds
                     .get_mut(s.cookie)
+                    .filter(|c| !c.done)
                     .ok_or(ProtocolError::UnknownCookie(s.cookie))?;
                 if s.error != 0 {
                     c.fail(CommandError::new(
@@ -439,6 +505,7 @@ impl Client {
         let c = self
             .cmds
             .get_mut(h.cookie)
+            .filter(|c| !c.done)
             .ok_or(ProtocolError::UnknownCookie(h.cookie))?;
         // Lengths first: a length we will not buffer or skip ends the connection.
         let cap = if h.chunk_type == reply_type::OFFSET_DATA && c.kind == CommandKind::Read {
@@ -557,7 +624,7 @@ impl Client {
         off.copy_from_slice(msg);
         let off = u64::from_be_bytes(off);
         let data_len = h.length - 8;
-        let Some(c) = self.cmds.get_mut(h.cookie) else {
+        let Some(c) = self.cmds.get_mut(h.cookie).filter(|c| !c.done) else {
             return self.skip(data_len, None);
         };
         let checked = match c.relative(off, data_len) {
@@ -601,7 +668,7 @@ impl Client {
             |id: u32, ctx: &[crate::wire::option::MetaContext]| ctx.iter().any(|m| m.id == id);
         let contexts = core::mem::take(&mut self.contexts);
         let mut event = None;
-        if let Some(c) = self.cmds.get_mut(h.cookie) {
+        if let Some(c) = self.cmds.get_mut(h.cookie).filter(|c| !c.done) {
             let outcome: Result<(), CommandError> = match h.chunk_type {
                 reply_type::OFFSET_HOLE => match OffsetHole::decode(payload) {
                     Err(e) => Err(CommandError::proto(format!("{e}"))),
@@ -695,8 +762,8 @@ impl Client {
 }
 
 /// Validates the extents of one block status chunk for command `c`.
-fn check_extents(
-    c: &InFlight,
+fn check_extents<U>(
+    c: &InFlight<U>,
     bs: &BlockStatus,
     export_size: u64,
     known: bool,
