@@ -238,36 +238,6 @@ fn memory(scratch: &Scratch, size: &str) -> Server {
 /// Known differences of `tests/c/diff/aio.c`.
 const AIO_DIFFS: &[Expected] = &[
     Expected {
-        libnbd: &[],
-        ours: &["  free keep"],
-        defect: "a completion callback's .free runs as soon as it returns 0, before the command is retired; libnbd frees at retirement",
-    },
-    Expected {
-        libnbd: &[],
-        ours: &["  free seterr"],
-        defect: "a completion callback's .free runs as soon as it returns -1, before the command is retired",
-    },
-    Expected {
-        libnbd: &[],
-        ours: &["  free fail0"],
-        defect: "a completion callback's .free runs as soon as it returns -1, before the command is retired",
-    },
-    Expected {
-        libnbd: &["  free keep"],
-        ours: &[],
-        defect: "a completion callback's .free runs early (see above); libnbd frees it when nbd_aio_command_completed retires the command",
-    },
-    Expected {
-        libnbd: &["  free seterr"],
-        ours: &[],
-        defect: "a completion callback's .free runs early (see above); libnbd frees it when nbd_aio_command_completed retires the command",
-    },
-    Expected {
-        libnbd: &["  free fail0"],
-        ours: &[],
-        defect: "a completion callback's .free runs as soon as it returns -1, before the command is retired",
-    },
-    Expected {
         libnbd: &["state after aio_disconnect: created=0 connecting=0 negotiating=0 ready=1 processing=0 dead=0 closed=0", "nbd_aio_in_flight (h) = 1", "nbd_aio_get_direction (h) = 1", "nbd_poll (h, 1000) = 1"],
         ours: &["state after aio_disconnect: created=0 connecting=0 negotiating=0 ready=0 processing=0 dead=0 closed=1", "nbd_aio_in_flight (h) = 0", "nbd_aio_get_direction (h) = 0"],
         defect: "nbd_aio_disconnect closes the handle at once; libnbd queues NBD_CMD_DISC (ready, 1 in flight) until the poll loop sends it",
@@ -291,11 +261,6 @@ const SHUTDOWN_DIFFS: &[Expected] = &[
         libnbd: &["nbd_aio_in_flight (h) = 1", "nbd_poll (h, -1) = 1"],
         ours: &["nbd_aio_in_flight (h) = 0"],
         defect: "nbd_aio_disconnect: nothing left in flight for the poll loop (libnbd: the NBD_CMD_DISC)",
-    },
-    Expected {
-        libnbd: &["  completion pending: *error=ENOTCONN"],
-        ours: &[],
-        defect: "nbd_close with a command in flight frees its completion callback without calling it; libnbd calls it with *error=ENOTCONN first",
     },
 ];
 
@@ -365,23 +330,7 @@ const AIO2_DIFFS: &[Expected] = &[];
 const DEAD_DIFFS: &[Expected] = &[];
 
 /// Known differences of `tests/c/diff/reset.c`.
-const RESET_DIFFS: &[Expected] = &[
-    Expected {
-        libnbd: &["  completion third: *error=ENOTCONN", "  completion second: *error=ENOTCONN", "  free second"],
-        ours: &[],
-        defect: "commands failed by a reset connection: libnbd runs their completion callbacks newest first (the one that returned 0 is freed at retirement); ours oldest first, each freed at once",
-    },
-    Expected {
-        libnbd: &[],
-        ours: &["  completion second: *error=ENOTCONN", "  free second", "  completion third: *error=ENOTCONN", "  free third"],
-        defect: "the callback order above",
-    },
-    Expected {
-        libnbd: &["  free third"],
-        ours: &[],
-        defect: "the completion callback that returned 0 is freed at once, not when nbd_aio_command_completed retires its command",
-    },
-];
+const RESET_DIFFS: &[Expected] = &[];
 
 // ---------------------------------------------------------------------------
 // The cases
