@@ -378,8 +378,9 @@ macro_rules! export_getters {
         }
 
         /// The protocol core, for what this API does not cover (read only:
-        /// driving it directly would confuse the client).
-        pub fn core(&self) -> &nbd_proto::client::Client {
+        /// driving it directly would confuse the client). Its per-command
+        /// data is this crate's own.
+        pub fn core(&self) -> &nbd_proto::client::Client<impl Sized> {
             &self.conn.client
         }
     };
