@@ -5,7 +5,6 @@
 
 use libfuzzer_sys::fuzz_target;
 use nbd_proto::client::{Client, Command, CommandKind, Config, State, TlsMode};
-use std::collections::HashMap;
 
 #[path = "common.rs"]
 mod common;
@@ -33,15 +32,15 @@ fuzz_target!(|data: &[u8]| {
         },
         ..Config::default()
     };
-    let mut c = Client::new(config);
-    let mut bufs = HashMap::new();
+    let mut c = Client::<Vec<u8>>::with_data(config);
+    let mut read_sent = false;
     let mut done = Vec::new();
     let stream = &data[2..];
     let mut pos = 0;
     let mut round = 0u8;
     while pos < stream.len() {
         let end = (pos + 64).min(stream.len());
-        common::feed_checked(&mut c, &mut bufs, &mut done, &stream[pos..end], step);
+        common::feed_checked(&mut c, &mut done, &stream[pos..end], step);
         pos = end;
         match c.state() {
             State::Negotiating => {
@@ -54,10 +53,10 @@ fuzz_target!(|data: &[u8]| {
                     _ => c.opt_abort(),
                 };
             }
-            State::Ready if bufs.is_empty() => {
-                if let Ok(cookie) = c.submit(Command::new(CommandKind::Read, 0, 512)) {
-                    bufs.insert(cookie, vec![0; 512]);
-                }
+            State::Ready if !read_sent => {
+                read_sent = c
+                    .submit_with(Command::new(CommandKind::Read, 0, 512), vec![0; 512])
+                    .is_ok();
             }
             State::Dead | State::Closed => break,
             _ => {}
@@ -68,6 +67,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     c.handle_eof();
-    while c.poll_event().is_some() {}
+    common::drain(&mut c, &mut done);
     assert!(matches!(c.state(), State::Dead | State::Closed));
 });
