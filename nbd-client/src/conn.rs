@@ -315,9 +315,7 @@ impl Conn {
     /// Whether a request went out whole and waits for its reply: then
     /// reading cannot wait forever, so a writer that cannot go on may read.
     pub(crate) fn reply_due(&self) -> bool {
-        self.client
-            .commands()
-            .any(|(_, s)| s.tx_end <= self.sent)
+        self.client.commands().any(|(_, s)| s.tx_end <= self.sent)
     }
 
     /// Gathers pending output into `iov`; returns how many entries were

@@ -8,9 +8,9 @@
 use crate::constants::{
     LIBNBD_SIZE_MAXIMUM, LIBNBD_SIZE_MINIMUM, LIBNBD_SIZE_PAYLOAD, LIBNBD_SIZE_PREFERRED,
 };
+use crate::engine::ProtoClient;
 use crate::errors::Error;
 use crate::handle::HandleInner;
-use crate::engine::ProtoClient;
 use crate::ptr::MallocStr;
 use nbd_proto::consts::transmission_flags as tf;
 use std::ffi::{c_int, CStr};

@@ -676,7 +676,11 @@ fn close_completes_commands_in_flight_with_enotconn() {
     assert!(done > 0);
     c.poll_until(|c| c.in_flight() == 0);
     assert_eq!(taken(log), ["complete done 0"]);
-    let pending = c.aio_pread(Guarded::leaked(512), 512, logging_completion("pending", log));
+    let pending = c.aio_pread(
+        Guarded::leaked(512),
+        512,
+        logging_completion("pending", log),
+    );
     assert!(pending > 0);
     assert_eq!(c.in_flight(), 1);
     c.finish();
@@ -688,7 +692,11 @@ fn close_completes_commands_in_flight_with_enotconn() {
         matches!((call, free), (Some(c), Some(f)) if c < f),
         "called with ENOTCONN, then freed: {seen:?}"
     );
-    assert_eq!(seen.iter().filter(|l| *l == "free done").count(), 1, "{seen:?}");
+    assert_eq!(
+        seen.iter().filter(|l| *l == "free done").count(),
+        1,
+        "{seen:?}"
+    );
     assert_eq!(seen.len(), 3, "{seen:?}");
 }
 

@@ -37,7 +37,7 @@ fn ready(structured: bool) -> Client {
     })
     .encode(opt::GO, &mut v);
     OptionReply::Ack.encode(opt::GO, &mut v);
-    c.feed(&v, &mut |_, _, _| {});
+    assert_eq!(c.feed(&v, &mut |_, _, _| {}), v.len());
     let mut out = Vec::new();
     c.take_output(&mut out, &mut |_, _, _| &[]);
     while c.poll_event().is_some() {}
@@ -90,7 +90,7 @@ fn decode(c: &mut Criterion) {
                 || with_reads(structured),
                 |mut client| {
                     let mut payload = 0usize;
-                    client.feed(&stream, &mut |_, _, d| payload += d.len());
+                    let _ = client.feed(&stream, &mut |_, _, d| payload += d.len());
                     let mut done = 0;
                     while let Some(e) = client.poll_event() {
                         if matches!(e, Event::Complete { result: Ok(()), .. }) {
@@ -112,7 +112,7 @@ fn decode(c: &mut Criterion) {
         b.iter_batched(
             || with_reads(true),
             |mut client| {
-                client.feed(&stream, &mut |_, _, _| {});
+                let _ = client.feed(&stream, &mut |_, _, _| {});
                 while client.poll_event().is_some() {}
             },
             BatchSize::LargeInput,

@@ -127,7 +127,10 @@ impl Driver {
 
     /// Runs until `done` says so, returning the events seen (a READ's
     /// completion carries its buffer).
-    fn run_until(&mut self, mut done: impl FnMut(&Event<Io>) -> bool) -> Result<Vec<Event<Io>>, String> {
+    fn run_until(
+        &mut self,
+        mut done: impl FnMut(&Event<Io>) -> bool,
+    ) -> Result<Vec<Event<Io>>, String> {
         let mut seen = Vec::new();
         loop {
             self.flush().map_err(|e| e.to_string())?;

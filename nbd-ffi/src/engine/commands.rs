@@ -51,6 +51,7 @@ pub(super) fn command_name(kind: CommandKind) -> &'static str {
         CommandKind::WriteZeroes => "zero",
         CommandKind::BlockStatus => "block-status",
         CommandKind::Disconnect => "disconnect",
+        _ => "command",
     }
 }
 
@@ -140,7 +141,9 @@ impl Engine {
 
     /// Whether `cookie` is no longer in flight.
     pub(crate) fn is_complete(&self, cookie: u64) -> bool {
-        self.client.as_ref().is_none_or(|c| c.data(cookie).is_none())
+        self.client
+            .as_ref()
+            .is_none_or(|c| c.data(cookie).is_none())
     }
 
     /// Starts a soft disconnect (`NBD_CMD_DISC`, or `NBD_OPT_ABORT` while

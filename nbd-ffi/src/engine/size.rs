@@ -12,9 +12,6 @@ impl Engine {
         self.rbuf.capacity()
             + self.in_flight() * (size_of::<u64>() + size_of::<Cmd>())
             + self.done.heap_size()
-            + self
-                .client
-                .as_ref()
-                .map_or(0, |_| size_of::<ProtoClient>())
+            + self.client.as_ref().map_or(0, |_| size_of::<ProtoClient>())
     }
 }

@@ -72,6 +72,7 @@ pub use cookiemap::CookieMap;
 
 /// Whether and how to use TLS (libnbd's `LIBNBD_TLS_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum TlsMode {
     /// Never send `NBD_OPT_STARTTLS`.
     #[default]
@@ -153,6 +154,9 @@ impl ExportInfo {
 }
 
 /// The connection's state, in libnbd's terms.
+///
+/// Exhaustive: these are libnbd's states, a fixed set a driver maps one to
+/// one (`nbd_aio_is_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Handshake or automatic negotiation under way.
@@ -170,6 +174,9 @@ pub enum State {
 }
 
 /// What the next input bytes are.
+///
+/// Exhaustive on purpose: every input byte must go where this says, so a
+/// new kind of target has to break a driver's match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecvTarget {
     /// Protocol bytes: pass any amount to [`Client::handle_input`].
@@ -188,6 +195,7 @@ pub enum RecvTarget {
 
 /// The kinds of transmission commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CommandKind {
     /// `NBD_CMD_READ`.
     Read,
@@ -225,6 +233,7 @@ impl CommandKind {
 
 /// Where a WRITE's payload comes from.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub enum Payload {
     /// No payload (every command but WRITE).
     #[default]
@@ -287,6 +296,7 @@ impl Command {
 
 /// How a piece of a READ reply fills the command's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChunkKind {
     /// Data was placed there (it is now in the buffer).
     Data,
@@ -677,6 +687,7 @@ impl<U> Client<U> {
     /// The READ payload to receive next, if any, with its command's data
     /// lent: where [`RecvTarget::Payload`] says the bytes go, and the
     /// buffer they go into.
+    #[must_use = "the payload target says where the next bytes go"]
     pub fn payload_target(&mut self) -> Option<PayloadTarget<'_, U>> {
         let p = self.payload.as_ref()?;
         let (cookie, buf_offset) = (p.cookie, p.buf_offset);
@@ -801,6 +812,7 @@ impl<U> Client<U> {
     /// Fills `out` with the pending output in order; returns how many entries
     /// were filled. Send them (e.g. with one `writev`), then call
     /// [`Client::advance_transmit`] with the number of bytes sent.
+    #[must_use = "only the first n entries are filled"]
     pub fn transmit_segments<'a>(&'a self, out: &mut [Segment<'a, U>]) -> usize {
         self.transmit_segments_upto(out, usize::MAX)
     }
@@ -809,6 +821,7 @@ impl<U> Client<U> {
     /// brings the total to `max_bytes` or more: a driver sending on a
     /// non-blocking socket need not walk more of the queue than one send
     /// can take.
+    #[must_use = "only the first n entries are filled"]
     pub fn transmit_segments_upto<'a>(
         &'a self,
         out: &mut [Segment<'a, U>],
@@ -853,6 +866,7 @@ impl<U> Client<U> {
     /// back; the steps that lend it ([`Client::poll_step`]) come here as
     /// plain events, the data left in the client (reach it with
     /// [`Client::data_mut`]).
+    #[must_use = "a dropped event is lost (a completion takes its command's data with it)"]
     pub fn poll_event(&mut self) -> Option<Event<U>> {
         loop {
             let e = self.events.pop_front()?;
@@ -864,6 +878,7 @@ impl<U> Client<U> {
 
     /// The next step, if any: what [`Client::poll_event`] gives, with the
     /// command's data lent to every step of a reply (see [`Step`]).
+    #[must_use = "a dropped step is lost (a hole left unzeroed, a completion's data dropped)"]
     pub fn poll_step(&mut self) -> Option<Step<'_, U>> {
         let e = self.events.pop_front()?;
         let cookie = match &e {
@@ -1018,6 +1033,7 @@ impl<U> Client<U> {
     /// Consumes protocol bytes; returns how many were taken. It takes fewer
     /// than offered only when READ payload starts (see [`Client::recv_target`]),
     /// when TLS must start, or when the connection ended.
+    #[must_use = "bytes not taken must be offered again (or go to READ payload or TLS)"]
     pub fn handle_input(&mut self, input: &[u8]) -> usize {
         let n = self.handle_input_inner(input);
         self.update_direction();
@@ -1034,6 +1050,7 @@ impl<U> Client<U> {
     /// Buffered use: consumes all of `input`, handing READ payload to
     /// `sink(cookie, buf_offset, bytes)`. Returns how many bytes were consumed
     /// (less than offered only once TLS must start or the connection ended).
+    #[must_use = "bytes not consumed must be offered again (e.g. to TLS)"]
     pub fn feed(&mut self, input: &[u8], sink: &mut dyn FnMut(u64, u64, &[u8])) -> usize {
         let mut used = 0;
         while used < input.len() {

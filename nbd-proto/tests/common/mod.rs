@@ -170,9 +170,9 @@ impl Harness {
     /// The completion result for a cookie, if seen.
     pub fn completion(&self, cookie: u64) -> Option<Result<(), i32>> {
         self.events.iter().find_map(|e| match e {
-            Event::Complete { cookie: c, result, .. } if *c == cookie => {
-                Some(result.as_ref().map(|_| ()).map_err(|e| e.errno))
-            }
+            Event::Complete {
+                cookie: c, result, ..
+            } if *c == cookie => Some(result.as_ref().map(|_| ()).map_err(|e| e.errno)),
             _ => None,
         })
     }
