@@ -15,22 +15,23 @@ fuzz_target!(|data: &[u8]| {
     }
     let sel = data[0];
     let step = usize::from(data[1] % 64) + 1;
-    let config = Config {
-        request_structured_replies: sel & 1 != 0,
-        request_extended_headers: sel & 2 != 0,
-        opt_mode: sel & 4 != 0,
-        full_info: sel & 8 != 0,
-        tls: match (sel >> 4) & 3 {
+    let config = {
+        let mut config = Config::default();
+        config.request_structured_replies = sel & 1 != 0;
+        config.request_extended_headers = sel & 2 != 0;
+        config.opt_mode = sel & 4 != 0;
+        config.full_info = sel & 8 != 0;
+        config.tls = match (sel >> 4) & 3 {
             1 => TlsMode::Allow,
             2 => TlsMode::Require,
             _ => TlsMode::Disable,
-        },
-        request_meta_contexts: if sel & 64 != 0 {
+        };
+        config.request_meta_contexts = if sel & 64 != 0 {
             vec!["base:allocation".into()]
         } else {
             vec![]
-        },
-        ..Config::default()
+        };
+        config
     };
     let mut c = Client::<Vec<u8>>::with_data(config);
     let mut read_sent = false;

@@ -55,11 +55,12 @@ fuzz_target!(|data: &[u8]| {
     let mode = data[0] % 3;
     let step = usize::from(data[1] % 64) + 1;
     let mix = data[2];
-    let config = Config {
-        request_structured_replies: mode >= 1,
-        request_extended_headers: mode == 2,
-        request_meta_contexts: vec!["base:allocation".into()],
-        ..Config::default()
+    let config = {
+        let mut config = Config::default();
+        config.request_structured_replies = mode >= 1;
+        config.request_extended_headers = mode == 2;
+        config.request_meta_contexts = vec!["base:allocation".into()];
+        config
     };
     let mut c = Client::<Vec<u8>>::with_data(config);
     let mut done = Vec::new();

@@ -198,13 +198,14 @@ impl Config {
     }
 
     pub(crate) fn to_proto(&self) -> nbd_proto::client::Config {
-        nbd_proto::client::Config {
-            export_name: self.export_name.clone(),
-            request_structured_replies: self.structured_replies,
-            request_extended_headers: self.extended_headers,
-            request_meta_contexts: self.meta_contexts.clone(),
-            opt_mode: self.opt_mode,
-            ..nbd_proto::client::Config::default()
+        {
+            let mut config = nbd_proto::client::Config::default();
+            config.export_name = self.export_name.clone();
+            config.request_structured_replies = self.structured_replies;
+            config.request_extended_headers = self.extended_headers;
+            config.request_meta_contexts = self.meta_contexts.clone();
+            config.opt_mode = self.opt_mode;
+            config
         }
     }
 }

@@ -17,11 +17,12 @@ const N: u64 = 1024;
 const LEN: u64 = 4096;
 
 fn ready(structured: bool) -> Client {
-    let mut c = Client::new(Config {
-        request_structured_replies: structured,
-        request_extended_headers: false,
-        request_block_size: false,
-        ..Config::default()
+    let mut c = Client::new({
+        let mut config = Config::default();
+        config.request_structured_replies = structured;
+        config.request_extended_headers = false;
+        config.request_block_size = false;
+        config
     });
     let mut v = Vec::new();
     NewstyleGreeting {

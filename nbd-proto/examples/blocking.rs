@@ -211,10 +211,11 @@ fn run() -> Result<(), String> {
         s.set_nodelay(true).ok();
         Box::new(s)
     };
-    let config = Config {
-        export_name: export,
-        request_meta_contexts: vec!["base:allocation".into()],
-        ..Config::default()
+    let config = {
+        let mut config = Config::default();
+        config.export_name = export;
+        config.request_meta_contexts = vec!["base:allocation".into()];
+        config
     };
     let mut d = Driver {
         client: Client::with_data(config),

@@ -84,7 +84,11 @@ pub enum TlsMode {
 }
 
 /// What the client asks for during negotiation. Mirrors libnbd's settings.
+///
+/// Non-exhaustive: start from [`Config::default`] and set the fields you
+/// need, so that a new setting is not a breaking change.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Export to open (default: empty, the server's default export).
     pub export_name: String,

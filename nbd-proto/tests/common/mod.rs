@@ -86,11 +86,12 @@ pub fn go_ok(size: u64, flags: u16) -> Vec<u8> {
 }
 
 pub fn config(mode: Mode) -> Config {
-    Config {
-        request_structured_replies: mode != Mode::Simple,
-        request_extended_headers: mode == Mode::Extended,
-        request_meta_contexts: vec!["base:allocation".into()],
-        ..Config::default()
+    {
+        let mut config = Config::default();
+        config.request_structured_replies = mode != Mode::Simple;
+        config.request_extended_headers = mode == Mode::Extended;
+        config.request_meta_contexts = vec!["base:allocation".into()];
+        config
     }
 }
 
