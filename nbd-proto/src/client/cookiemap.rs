@@ -124,6 +124,12 @@ impl<V> CookieMap<V> {
         Some(v)
     }
 
+    /// Removes every entry, yielding them in cookie order.
+    pub fn drain(&mut self) -> impl Iterator<Item = (u64, V)> + '_ {
+        self.live = 0;
+        self.slots.drain(..).filter_map(|(c, v)| v.map(|v| (c, v)))
+    }
+
     /// The entries in cookie order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> + '_ {
         self.slots

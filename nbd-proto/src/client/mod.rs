@@ -541,8 +541,8 @@ pub struct Client<U = ()> {
     /// READ payload being received: (cookie, buf_offset, remaining, chunk start).
     payload: Option<transmit::PayloadState>,
     tx: txqueue::TxQueue,
-    /// Events; a `Complete` here gets its data from `cmds` when pulled.
-    events: VecDeque<Event>,
+    /// Events; a queued completion holds its command's data.
+    events: VecDeque<Event<U>>,
     // Negotiation.
     server_flags: u16,
     sent_client_flags: u32,
@@ -565,11 +565,8 @@ pub struct Client<U = ()> {
     meta_skipped: bool,
     export: ExportInfo,
     // Transmission.
-    /// Commands in flight, and completed ones whose completion is not
-    /// pulled yet (they still hold the driver's data).
+    /// Commands in flight.
     cmds: CookieMap<transmit::InFlight<U>>,
-    /// How many entries of `cmds` are still in flight.
-    live: usize,
     next_cookie: u64,
     disconnect_sent: bool,
     want_read: bool,
@@ -618,7 +615,6 @@ impl<U> Client<U> {
             meta_skipped: false,
             export: ExportInfo::default(),
             cmds: CookieMap::new(),
-            live: 0,
             next_cookie: 1,
             disconnect_sent: false,
             want_read: true,
@@ -655,7 +651,7 @@ impl<U> Client<U> {
                 }
             }
             Phase::Transmission => {
-                if self.live == 0 && (!self.disconnect_sent || self.tx.is_empty()) {
+                if self.cmds.is_empty() && (!self.disconnect_sent || self.tx.is_empty()) {
                     State::Ready
                 } else {
                     State::Processing
@@ -798,7 +794,7 @@ impl<U> Client<U> {
 
     /// Commands submitted and not yet completed.
     pub fn in_flight(&self) -> usize {
-        self.live
+        self.cmds.len()
     }
 
     /// Whether a transmission flag is set (false before the flags are known).
@@ -834,9 +830,9 @@ impl<U> Client<U> {
         if self.phase == Phase::AwaitTls {
             return 0;
         }
-        let cmds = &self.cmds;
+        let (cmds, events) = (&self.cmds, &self.events);
         self.tx
-            .segments(out, max_bytes, |cookie| cmds.get(cookie).map(|c| &c.data))
+            .segments(out, max_bytes, |cookie| lookup(cmds, events, cookie))
     }
 
     /// Total bytes pending output.
@@ -872,12 +868,7 @@ impl<U> Client<U> {
     /// [`Client::data_mut`]).
     #[must_use = "a dropped event is lost (a completion takes its command's data with it)"]
     pub fn poll_event(&mut self) -> Option<Event<U>> {
-        loop {
-            let e = self.events.pop_front()?;
-            if let Some(e) = self.typed(e) {
-                return Some(e);
-            }
-        }
+        self.events.pop_front()
     }
 
     /// The next step, if any: what [`Client::poll_event`] gives, with the
@@ -885,31 +876,26 @@ impl<U> Client<U> {
     #[must_use = "a dropped step is lost (a hole left unzeroed, a completion's data dropped)"]
     pub fn poll_step(&mut self) -> Option<Step<'_, U>> {
         let e = self.events.pop_front()?;
-        let cookie = match &e {
+        let cookie = match e {
             Event::ReadChunk { cookie, .. }
             | Event::ReadError { cookie, .. }
-            | Event::Extents { cookie, .. } => *cookie,
-            _ => {
-                // Completions take their data out of the table; a
-                // completion without one (never) is skipped.
-                return match self.typed(e) {
-                    Some(Event::Complete {
-                        cookie,
-                        result,
-                        data,
-                    }) => Some(Step::Complete {
-                        cookie,
-                        result,
-                        data,
-                    }),
-                    Some(e) => Some(Step::Event(e)),
-                    None => self.poll_step(),
-                };
+            | Event::Extents { cookie, .. } => cookie,
+            Event::Complete {
+                cookie,
+                result,
+                data,
+            } => {
+                return Some(Step::Complete {
+                    cookie,
+                    result,
+                    data,
+                })
             }
+            e => return Some(Step::Event(e)),
         };
-        // The command's entry stays until its completion is pulled.
+        // A command whose completion is queued already has its data there.
         let contexts = &self.contexts;
-        let Some(data) = self.cmds.get_mut(cookie).map(|c| &mut c.data) else {
+        let Some(data) = lookup_mut(&mut self.cmds, &mut self.events, cookie) else {
             debug_assert!(false, "a step for a command not in the table");
             return None;
         };
@@ -968,68 +954,18 @@ impl<U> Client<U> {
     /// The data of a command in flight (or completed, until its completion
     /// is pulled).
     pub fn data(&self, cookie: u64) -> Option<&U> {
-        self.cmds.get(cookie).map(|c| &c.data)
+        lookup(&self.cmds, &self.events, cookie)
     }
 
     /// The data of a command in flight, mutably (see [`Client::data`]).
     pub fn data_mut(&mut self, cookie: u64) -> Option<&mut U> {
-        self.cmds.get_mut(cookie).map(|c| &mut c.data)
+        lookup_mut(&mut self.cmds, &mut self.events, cookie)
     }
 
-    /// Every command in flight (completions not yet pulled included) with
-    /// its data, oldest first.
+    /// Every command in flight with its data, oldest first (completed
+    /// ones whose completion is not pulled yet are not listed).
     pub fn commands(&self) -> impl Iterator<Item = (u64, &U)> + '_ {
         self.cmds.iter().map(|(cookie, c)| (cookie, &c.data))
-    }
-
-    /// The queued event with the data it carries: a completion takes its
-    /// command's data out of the table.
-    fn typed(&mut self, e: Event) -> Option<Event<U>> {
-        Some(match e {
-            Event::Complete { cookie, result, .. } => Event::Complete {
-                cookie,
-                result,
-                data: self.cmds.remove(cookie)?.data,
-            },
-            Event::Negotiating => Event::Negotiating,
-            Event::StartTls => Event::StartTls,
-            Event::Export(x) => Event::Export(x),
-            Event::MetaContext(x) => Event::MetaContext(x),
-            Event::Info(x) => Event::Info(x),
-            Event::OptionDone { option, result } => Event::OptionDone { option, result },
-            Event::Ready => Event::Ready,
-            Event::ReadChunk {
-                cookie,
-                buf_offset,
-                len,
-                kind,
-            } => Event::ReadChunk {
-                cookie,
-                buf_offset,
-                len,
-                kind,
-            },
-            Event::ReadError {
-                cookie,
-                buf_offset,
-                errno,
-            } => Event::ReadError {
-                cookie,
-                buf_offset,
-                errno,
-            },
-            Event::Extents {
-                cookie,
-                context_id,
-                extents,
-            } => Event::Extents {
-                cookie,
-                context_id,
-                extents,
-            },
-            Event::Closed => Event::Closed,
-            Event::Dead(why) => Event::Dead(why),
-        })
     }
 
     // ----- inputs -----
@@ -1141,7 +1077,7 @@ impl<U> Client<U> {
         self.acc.clear();
     }
 
-    fn push_event(&mut self, e: Event) {
+    fn push_event(&mut self, e: Event<U>) {
         self.events.push_back(e);
     }
 
@@ -1229,5 +1165,40 @@ impl<U> Client<U> {
         } else {
             self.on_negotiation_message(msg);
         }
+    }
+}
+
+/// A command's data: in flight, or completed with its completion queued
+/// (found near the front of the event queue).
+fn lookup<'a, U>(
+    cmds: &'a CookieMap<transmit::InFlight<U>>,
+    events: &'a VecDeque<Event<U>>,
+    cookie: u64,
+) -> Option<&'a U> {
+    match cmds.get(cookie) {
+        Some(c) => Some(&c.data),
+        None => events.iter().find_map(|e| match e {
+            Event::Complete {
+                cookie: c, data, ..
+            } if *c == cookie => Some(data),
+            _ => None,
+        }),
+    }
+}
+
+/// [`lookup`], mutably.
+fn lookup_mut<'a, U>(
+    cmds: &'a mut CookieMap<transmit::InFlight<U>>,
+    events: &'a mut VecDeque<Event<U>>,
+    cookie: u64,
+) -> Option<&'a mut U> {
+    match cmds.get_mut(cookie) {
+        Some(c) => Some(&mut c.data),
+        None => events.iter_mut().find_map(|e| match e {
+            Event::Complete {
+                cookie: c, data, ..
+            } if *c == cookie => Some(data),
+            _ => None,
+        }),
     }
 }

@@ -20,8 +20,6 @@ use alloc::vec::Vec;
 pub(super) struct InFlight<U> {
     /// The driver's data for the command.
     pub(super) data: U,
-    /// Completed: the completion is queued and will take `data` out.
-    done: bool,
     kind: CommandKind,
     offset: u64,
     length: u64,
@@ -94,7 +92,6 @@ impl<U> Client<U> {
             Ok((cookie, None)) => Ok(cookie),
             Ok((cookie, Some(f))) => {
                 self.cmds.insert(cookie, f(data));
-                self.live += 1;
                 Ok(cookie)
             }
             Err(e) => Err((e, data)),
@@ -176,7 +173,6 @@ impl<U> Client<U> {
             cookie,
             Some(move |data| InFlight {
                 data,
-                done: false,
                 kind,
                 offset,
                 length,
@@ -222,7 +218,7 @@ impl<U> Client<U> {
         let unsent: Vec<u64> = self
             .cmds
             .iter()
-            .filter(|(_, c)| !c.done && c.tx_start >= sent)
+            .filter(|(_, c)| c.tx_start >= sent)
             .map(|(cookie, _)| cookie)
             .collect();
         let Some(from) = unsent
@@ -235,18 +231,16 @@ impl<U> Client<U> {
         self.tx.truncate_to(from);
         self.chunks_sent -= unsent.len() as u64;
         for &cookie in &unsent {
-            if let Some(c) = self.cmds.get_mut(cookie) {
-                c.done = true;
-                self.live -= 1;
+            if let Some(c) = self.cmds.remove(cookie) {
+                self.push_event(Event::Complete {
+                    cookie,
+                    result: Err(CommandError::new(
+                        errno::ENOTCONN,
+                        "abandoned before it was sent",
+                    )),
+                    data: c.data,
+                });
             }
-            self.push_event(Event::Complete {
-                cookie,
-                result: Err(CommandError::new(
-                    errno::ENOTCONN,
-                    "abandoned before it was sent",
-                )),
-                data: (),
-            });
         }
         self.update_direction();
         unsent.len()
@@ -265,7 +259,7 @@ impl<U> Client<U> {
         if self.phase == Phase::Transmission
             && self.disconnect_sent
             && self.tx.is_empty()
-            && self.live == 0
+            && self.cmds.is_empty()
         {
             self.close();
         }
@@ -274,37 +268,26 @@ impl<U> Client<U> {
     /// Fails every command in flight because the connection ended,
     /// newest first (as libnbd 1.24 does).
     pub(super) fn fail_all(&mut self, why: &ProtocolError) {
-        if self.live == 0 {
+        if self.cmds.is_empty() {
             return;
         }
-        let failed: Vec<u64> = self
-            .cmds
-            .iter()
-            .filter(|(_, c)| !c.done)
-            .map(|(cookie, _)| cookie)
-            .collect();
-        for &cookie in failed.iter().rev() {
-            if let Some(c) = self.cmds.get_mut(cookie) {
-                c.done = true;
-            }
+        let failed: Vec<(u64, InFlight<U>)> = self.cmds.drain().collect();
+        for (cookie, c) in failed.into_iter().rev() {
             self.push_event(Event::Complete {
                 cookie,
                 result: Err(CommandError::new(
                     errno::ENOTCONN,
                     format!("connection ended: {why}"),
                 )),
-                data: (),
+                data: c.data,
             });
         }
-        self.live = 0;
     }
 
     fn finish_command(&mut self, cookie: u64) {
-        let Some(c) = self.cmds.get_mut(cookie).filter(|c| !c.done) else {
+        let Some(mut c) = self.cmds.remove(cookie) else {
             return;
         };
-        c.done = true;
-        self.live -= 1;
         if c.error.is_none() {
             match c.kind {
                 CommandKind::Read if !c.simple_data && c.ranges.covered() != c.length => {
@@ -334,19 +317,15 @@ impl<U> Client<U> {
                 _ => {}
             }
         }
-        let result = match c.error.take() {
+        let result = match c.error {
             Some(e) => Err(e),
             None => Ok(()),
         };
-        // The protocol state is no longer needed; the data stays until the
-        // completion is pulled.
-        c.ranges = RangeSet::default();
-        c.contexts_seen = Vec::new();
-        c.contexts_wanted = Vec::new();
+        // The data travels with the completion.
         self.push_event(Event::Complete {
             cookie,
             result,
-            data: (),
+            data: c.data,
         });
         self.maybe_close_after_disc();
     }
@@ -454,7 +433,6 @@ impl<U> Client<U> {
                 let c = self
                     .cmds
                     .get_mut(s.cookie)
-                    .filter(|c| !c.done)
                     .ok_or(ProtocolError::UnknownCookie(s.cookie))?;
                 if s.error != 0 {
                     c.fail(CommandError::new(
@@ -505,7 +483,6 @@ impl<U> Client<U> {
         let c = self
             .cmds
             .get_mut(h.cookie)
-            .filter(|c| !c.done)
             .ok_or(ProtocolError::UnknownCookie(h.cookie))?;
         // Lengths first: a length we will not buffer or skip ends the connection.
         let cap = if h.chunk_type == reply_type::OFFSET_DATA && c.kind == CommandKind::Read {
@@ -624,7 +601,7 @@ impl<U> Client<U> {
         off.copy_from_slice(msg);
         let off = u64::from_be_bytes(off);
         let data_len = h.length - 8;
-        let Some(c) = self.cmds.get_mut(h.cookie).filter(|c| !c.done) else {
+        let Some(c) = self.cmds.get_mut(h.cookie) else {
             return self.skip(data_len, None);
         };
         let checked = match c.relative(off, data_len) {
@@ -668,7 +645,7 @@ impl<U> Client<U> {
             |id: u32, ctx: &[crate::wire::option::MetaContext]| ctx.iter().any(|m| m.id == id);
         let contexts = core::mem::take(&mut self.contexts);
         let mut event = None;
-        if let Some(c) = self.cmds.get_mut(h.cookie).filter(|c| !c.done) {
+        if let Some(c) = self.cmds.get_mut(h.cookie) {
             let outcome: Result<(), CommandError> = match h.chunk_type {
                 reply_type::OFFSET_HOLE => match OffsetHole::decode(payload) {
                     Err(e) => Err(CommandError::proto(format!("{e}"))),
