@@ -176,6 +176,21 @@ mod tests {
     }
 
     #[test]
+    fn drain_yields_live_entries_in_order_and_empties() {
+        let mut m = CookieMap::new();
+        for c in 1..=6u64 {
+            m.insert(c, c);
+        }
+        m.remove(3);
+        let all: Vec<(u64, u64)> = m.drain().collect();
+        assert_eq!(all, [(1, 1), (2, 2), (4, 4), (5, 5), (6, 6)]);
+        assert!(m.is_empty());
+        assert!(m.get(1).is_none());
+        m.insert(7, 7);
+        assert_eq!(m.get(7), Some(&7));
+    }
+
+    #[test]
     fn one_stuck_entry_keeps_memory_bounded() {
         let mut m = CookieMap::new();
         m.insert(1, ());
