@@ -17,19 +17,36 @@ unsafe impl Send for RawBuf {}
 
 /// A command in flight: where its reply goes and whom to tell. The
 /// protocol client keeps it with the command ([`super::ProtoClient`]).
+///
+/// Kept small (72 bytes): it moves with every completion event, and a
+/// completion event of at most 128 bytes is copied inline, not by `memcpy`.
 pub(crate) struct Cmd {
     pub(super) offset: u64,
-    pub(super) read: Option<RawBuf>,
-    pub(super) write: Option<RawBuf>,
+    /// The caller's buffer: a READ's destination or a WRITE's payload.
+    buf: Option<RawBuf>,
     pub(super) hooks: Option<Box<dyn CommandHooks>>,
     pub(super) error: i32,
-    /// The command's name in messages ("write").
-    pub(super) name: &'static str,
+    pub(super) kind: CommandKind,
     /// A fixed explanation of `error`, if it is more than "command failed".
     pub(super) detail: Option<&'static str>,
 }
 
 impl Cmd {
+    /// A READ's buffer.
+    pub(super) fn read(&self) -> Option<RawBuf> {
+        self.buf.filter(|_| self.kind == CommandKind::Read)
+    }
+
+    /// A WRITE's payload.
+    pub(super) fn write(&self) -> Option<RawBuf> {
+        self.buf.filter(|_| self.kind == CommandKind::Write)
+    }
+
+    /// The command's name in messages ("write").
+    pub(super) fn name(&self) -> &'static str {
+        command_name(self.kind)
+    }
+
     /// libnbd's rule for a mid-command callback's result: -1 fails the
     /// command (unless it already failed) with the `*error` it left, EPROTO
     /// if that is 0.
@@ -71,19 +88,18 @@ impl Engine {
                 "invalid state: the handle is not connected",
             ));
         };
-        let offset = cmd.offset;
-        let name = command_name(cmd.kind);
+        let (offset, kind) = (cmd.offset, cmd.kind);
         let large = read.is_some_and(|b| b.len >= LARGE_READ);
         // Output still queued means the last send found the socket full:
         // the caller polls for POLLOUT, so a send now would only say EAGAIN.
         let send_now = c.pending_output() == 0;
+        debug_assert!(read.is_none() || write.is_none());
         let data = Cmd {
             offset,
-            read,
-            write,
+            buf: read.or(write),
             hooks,
             error: 0,
-            name,
+            kind,
             detail: None,
         };
         // A refused command's data comes back and is dropped here.

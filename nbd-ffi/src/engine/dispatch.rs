@@ -65,7 +65,7 @@ impl Engine {
         result: Result<(), nbd_proto::client::CommandError>,
         mut cmd: Cmd,
     ) {
-        if cmd.read.is_some_and(|b| b.len >= LARGE_READ) {
+        if cmd.read().is_some_and(|b| b.len >= LARGE_READ) {
             self.large_reads -= 1;
         }
         if let Err(e) = result {
@@ -98,7 +98,7 @@ impl Engine {
         self.done.push(Done {
             cookie,
             error: cmd.error,
-            name: cmd.name,
+            name: cmd.name(),
             detail: cmd.detail,
             hooks: cmd.hooks.take(),
         });
@@ -195,7 +195,7 @@ impl Engine {
 /// A piece of a read's reply: a hole is zeroed in the caller's buffer,
 /// then the chunk callback, if any, sees it.
 fn read_chunk(cmd: &mut Cmd, buf_offset: u64, len: u64, status: u32) {
-    let Some(buf) = cmd.read else { return };
+    let Some(buf) = cmd.read() else { return };
     let off = buf_offset as usize;
     let len = len as usize;
     if off > buf.len || len > buf.len - off {
@@ -217,7 +217,7 @@ fn read_chunk(cmd: &mut Cmd, buf_offset: u64, len: u64, status: u32) {
 
 /// The server reported an error for part of a read.
 fn read_error(cmd: &mut Cmd, buf_offset: u64, e: i32) {
-    let Some(buf) = cmd.read else { return };
+    let Some(buf) = cmd.read() else { return };
     let off = (buf_offset as usize).min(buf.len);
     // SAFETY: off is clamped to the buffer's length.
     let sub = unsafe { buf.ptr.add(off) };

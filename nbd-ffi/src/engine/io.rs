@@ -53,7 +53,7 @@ impl Engine {
                 RecvTarget::Payload {
                     buf_offset, len, ..
                 } => {
-                    let Some(buf) = client.payload_target().and_then(|t| t.data.read) else {
+                    let Some(buf) = client.payload_target().and_then(|t| t.data.read()) else {
                         client.handle_io_error(
                             "internal error: payload for a command without a buffer",
                         );
@@ -274,7 +274,7 @@ impl Engine {
                             len,
                             data,
                             ..
-                        } => match data.write {
+                        } => match data.write() {
                             Some(w)
                                 if (buf_offset as usize) <= w.len
                                     && len <= w.len - buf_offset as usize =>

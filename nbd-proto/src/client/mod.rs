@@ -893,9 +893,22 @@ impl<U> Client<U> {
             }
             e => return Some(Step::Event(e)),
         };
-        // A command whose completion is queued already has its data there.
+        // A command whose completion is queued already has its data there:
+        // usually the very next event (the last chunk of a reply).
         let contexts = &self.contexts;
-        let Some(data) = lookup_mut(&mut self.cmds, &mut self.events, cookie) else {
+        let next_is_its_completion = matches!(
+            self.events.front(),
+            Some(Event::Complete { cookie: c, .. }) if *c == cookie
+        );
+        let data = if next_is_its_completion {
+            match self.events.front_mut() {
+                Some(Event::Complete { data, .. }) => Some(data),
+                _ => None,
+            }
+        } else {
+            lookup_mut(&mut self.cmds, &mut self.events, cookie)
+        };
+        let Some(data) = data else {
             debug_assert!(false, "a step for a command not in the table");
             return None;
         };
