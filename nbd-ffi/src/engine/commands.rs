@@ -1,5 +1,7 @@
-//! The command table: the caller's buffers and hooks of every command in
-//! flight, submission, completion and retirement.
+//! The commands: the caller's buffer and hooks of each command, which the
+//! protocol client keeps with the command in flight ([`super::ProtoClient`]:
+//! no table of our own) and hands back on completion; submission and
+//! retirement.
 
 use super::{CommandHooks, Engine, EngineError, LARGE_READ};
 use nbd_proto::client::{Command, CommandKind, Payload};

@@ -15,8 +15,9 @@
 //! callback's `.free` runs.
 //!
 //! One concern a file: [`lifecycle`] (connecting, failing, closing, the
-//! child process), [`commands`] (the command table: buffers and hooks of
-//! the commands in flight, retirement), [`opt`] (opt-mode requests),
+//! child process), [`commands`] (each command's buffer and hooks, which
+//! the protocol client carries for it as its per-command data: there is no
+//! second table here; submission and retirement), [`opt`] (opt-mode requests),
 //! [`io`] (the socket: reads, gathered writes, TLS handshake, the wait of
 //! the synchronous calls), [`dispatch`] (the client's events turned into
 //! callbacks and results), [`hooks`] (what the engine calls back) and

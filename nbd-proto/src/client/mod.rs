@@ -38,7 +38,14 @@
 //!    `recv`s the rest *straight into the application's buffer*, reporting each
 //!    step with [`Client::handle_payload`]. It also stops right after
 //!    `NBD_OPT_STARTTLS` is acknowledged, so the bytes behind it go to TLS.
-//! 3. Drain [`Client::poll_event`] and act on each [`Event`].
+//! 3. Drain [`Client::poll_step`] (or [`Client::poll_event`]) and act on
+//!    each [`Step`]: zero holes, record errors, take back each completed
+//!    command's data.
+//!
+//! Each command carries the driver's data (`U` of [`Client<U>`], given to
+//! [`Client::submit_with`]): the client lends it back in
+//! [`Segment::External`], [`Client::payload_target`] and every [`Step`], so
+//! the driver needs no table of its own.
 //!
 //! [`Client::wants_read`] and [`Client::wants_write`] are plain field reads;
 //! they are what `nbd_aio_get_direction` reports. Users that do not need the
