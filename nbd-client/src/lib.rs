@@ -74,12 +74,11 @@
 //! call. [`Error`] converts into [`std::io::Error`], so `?` works in
 //! functions returning `io::Result`.
 //!
-//! # What the core lacks
+//! # Per-command data
 //!
-//! The core does not yet carry per-command driver data (issue 12, item 3),
-//! so each client keeps a small map from the core's cookie to the command's
-//! buffer and results. When the core grows that, the map goes away without
-//! changing this crate's API.
+//! The core carries each command's buffer and bookkeeping for it
+//! (`nbd_proto::client::Client<U>`) and returns them on completion; this
+//! crate keeps only completed results until they are collected.
 //!
 //! # TLS
 //!
