@@ -5,7 +5,6 @@
 
 use libfuzzer_sys::fuzz_target;
 use nbd_proto::client::{Client, Command, CommandKind, Config, State, TlsMode};
-use std::collections::HashMap;
 
 #[path = "common.rs"]
 mod common;
@@ -16,32 +15,33 @@ fuzz_target!(|data: &[u8]| {
     }
     let sel = data[0];
     let step = usize::from(data[1] % 64) + 1;
-    let config = Config {
-        request_structured_replies: sel & 1 != 0,
-        request_extended_headers: sel & 2 != 0,
-        opt_mode: sel & 4 != 0,
-        full_info: sel & 8 != 0,
-        tls: match (sel >> 4) & 3 {
+    let config = {
+        let mut config = Config::default();
+        config.request_structured_replies = sel & 1 != 0;
+        config.request_extended_headers = sel & 2 != 0;
+        config.opt_mode = sel & 4 != 0;
+        config.full_info = sel & 8 != 0;
+        config.tls = match (sel >> 4) & 3 {
             1 => TlsMode::Allow,
             2 => TlsMode::Require,
             _ => TlsMode::Disable,
-        },
-        request_meta_contexts: if sel & 64 != 0 {
+        };
+        config.request_meta_contexts = if sel & 64 != 0 {
             vec!["base:allocation".into()]
         } else {
             vec![]
-        },
-        ..Config::default()
+        };
+        config
     };
-    let mut c = Client::new(config);
-    let mut bufs = HashMap::new();
+    let mut c = Client::<Vec<u8>>::with_data(config);
+    let mut read_sent = false;
     let mut done = Vec::new();
     let stream = &data[2..];
     let mut pos = 0;
     let mut round = 0u8;
     while pos < stream.len() {
         let end = (pos + 64).min(stream.len());
-        common::feed_checked(&mut c, &mut bufs, &mut done, &stream[pos..end], step);
+        common::feed_checked(&mut c, &mut done, &stream[pos..end], step);
         pos = end;
         match c.state() {
             State::Negotiating => {
@@ -54,10 +54,10 @@ fuzz_target!(|data: &[u8]| {
                     _ => c.opt_abort(),
                 };
             }
-            State::Ready if bufs.is_empty() => {
-                if let Ok(cookie) = c.submit(Command::new(CommandKind::Read, 0, 512)) {
-                    bufs.insert(cookie, vec![0; 512]);
-                }
+            State::Ready if !read_sent => {
+                read_sent = c
+                    .submit_with(Command::new(CommandKind::Read, 0, 512), vec![0; 512])
+                    .is_ok();
             }
             State::Dead | State::Closed => break,
             _ => {}
@@ -68,6 +68,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     c.handle_eof();
-    while c.poll_event().is_some() {}
+    common::drain(&mut c, &mut done);
     assert!(matches!(c.state(), State::Dead | State::Closed));
 });

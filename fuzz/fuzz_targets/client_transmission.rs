@@ -9,7 +9,6 @@ use nbd_proto::client::{Client, Command, CommandKind, Config, State};
 use nbd_proto::consts::{cmd_flags, handshake_flags, opt, transmission_flags as tf};
 use nbd_proto::wire::handshake::NewstyleGreeting;
 use nbd_proto::wire::option::{Info, MetaContext, OptionReply};
-use std::collections::HashMap;
 
 #[path = "common.rs"]
 mod common;
@@ -56,16 +55,16 @@ fuzz_target!(|data: &[u8]| {
     let mode = data[0] % 3;
     let step = usize::from(data[1] % 64) + 1;
     let mix = data[2];
-    let config = Config {
-        request_structured_replies: mode >= 1,
-        request_extended_headers: mode == 2,
-        request_meta_contexts: vec!["base:allocation".into()],
-        ..Config::default()
+    let config = {
+        let mut config = Config::default();
+        config.request_structured_replies = mode >= 1;
+        config.request_extended_headers = mode == 2;
+        config.request_meta_contexts = vec!["base:allocation".into()];
+        config
     };
-    let mut c = Client::new(config);
-    let mut bufs = HashMap::new();
+    let mut c = Client::<Vec<u8>>::with_data(config);
     let mut done = Vec::new();
-    common::feed_checked(&mut c, &mut bufs, &mut done, &handshake(mode), 7);
+    common::feed_checked(&mut c, &mut done, &handshake(mode), 7);
     assert_eq!(c.state(), State::Ready);
     // Cookies 1..: reads of several sizes, a write, block status, flush, trim.
     for (i, len) in [512u64, 1024, 1, 2048].into_iter().enumerate() {
@@ -75,9 +74,10 @@ fuzz_target!(|data: &[u8]| {
         } else {
             0
         };
-        if let Ok(cookie) = c.submit(Command::new(CommandKind::Read, off, len).with_flags(flags)) {
-            bufs.insert(cookie, vec![0; len as usize]);
-        }
+        let _ = c.submit_with(
+            Command::new(CommandKind::Read, off, len).with_flags(flags),
+            vec![0; len as usize],
+        );
     }
     let _ = c.submit(Command::write(0, bytes::Bytes::from_static(&[1; 100])));
     let _ = c.submit(
@@ -90,14 +90,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = c.submit(Command::new(CommandKind::Flush, 0, 0));
     let _ = c.submit(Command::new(CommandKind::Trim, 4096, 4096));
     let submitted = c.in_flight();
-    common::feed_checked(&mut c, &mut bufs, &mut done, &data[3..], step);
+    common::feed_checked(&mut c, &mut done, &data[3..], step);
     c.handle_eof();
-    while let Some(e) = c.poll_event() {
-        if let nbd_proto::client::Event::Complete { cookie, .. } = e {
-            assert!(!done.contains(&cookie), "command completed twice");
-            done.push(cookie);
-        }
-    }
+    common::drain(&mut c, &mut done);
     // Every command completed exactly once, one way or another.
     assert_eq!(done.len(), submitted);
 });

@@ -350,7 +350,7 @@ impl Client {
 
     fn option(
         &mut self,
-        f: impl FnOnce(&mut nbd_proto::client::Client) -> Result<(), SubmitError>,
+        f: impl FnOnce(&mut nbd_proto::client::Client<crate::conn::Slot>) -> Result<(), SubmitError>,
     ) -> Result<Vec<Event>, Error> {
         if let Some(e) = self.conn.end_error() {
             return Err(e);

@@ -3,15 +3,16 @@
 //! the core and a socket. Only the waiting for the socket differs between
 //! the two clients.
 //!
-//! The core does not yet carry per-command driver data (issue 12, item 3),
-//! so [`Conn`] keeps `cookie -> Slot`: the command's own buffer, or a mark
-//! that the caller lends one for the call that waits for it ([`Lend`]).
+//! The core carries each command's [`Slot`] (its own buffer, or a mark
+//! that the caller lends one for the call that waits for it, [`Lend`]),
+//! lends it back for READ payload, holes, errors and extents, and returns it
+//! on completion; [`Conn`] keeps only the completed ones until collected.
 
 use crate::{CommandId, Error, Extent, Output};
 use bytes::Bytes;
 use nbd_proto::client::{
-    errno, ChunkKind, Client, Command, CommandError, CommandKind, Event, Payload, ProtocolError,
-    RecvTarget, Segment, State,
+    errno, Client, Command, CommandError, CommandKind, Event, Payload, ProtocolError, RecvTarget,
+    Segment, State, Step,
 };
 use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
@@ -61,8 +62,9 @@ enum Outcome {
     Ended,
 }
 
-/// A command in flight, or completed and not yet collected.
-struct Slot {
+/// A command in flight (carried by the core), or completed and not yet
+/// collected.
+pub(crate) struct Slot {
     kind: CommandKind,
     /// Export offset of the request.
     offset: u64,
@@ -85,7 +87,8 @@ enum End {
 
 /// The shared state of one connection.
 pub(crate) struct Conn {
-    pub(crate) client: Client,
+    pub(crate) client: Client<Slot>,
+    /// Completed commands not yet collected.
     slots: HashMap<u64, Slot>,
     /// Cookies in completion order, for `wait_next` (may hold stale ones).
     completed: VecDeque<u64>,
@@ -107,7 +110,7 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(config: &crate::Config) -> Self {
         Conn {
-            client: Client::new(config.to_proto()),
+            client: Client::with_data(config.to_proto()),
             slots: HashMap::new(),
             completed: VecDeque::new(),
             rbuf: vec![0; RBUF].into_boxed_slice(),
@@ -162,20 +165,22 @@ impl Conn {
             return Err(e);
         }
         let (kind, offset) = (cmd.kind, cmd.offset);
-        let cookie = self.client.submit(cmd)?;
-        self.slots.insert(
-            cookie,
-            Slot {
-                kind,
-                offset,
-                buf,
-                context,
-                extents: Vec::new(),
-                read_error: None,
-                tx_end: self.sent + self.client.pending_output() as u64,
-                done: None,
-            },
-        );
+        let slot = Slot {
+            kind,
+            offset,
+            buf,
+            context,
+            extents: Vec::new(),
+            read_error: None,
+            // Set below, once the request is queued.
+            tx_end: u64::MAX,
+            done: None,
+        };
+        let cookie = self.client.submit_with(cmd, slot).map_err(|(e, _)| e)?;
+        let tx_end = self.sent + self.client.pending_output() as u64;
+        if let Some(s) = self.client.data_mut(cookie) {
+            s.tx_end = tx_end;
+        }
         Ok(cookie)
     }
 
@@ -252,7 +257,7 @@ impl Conn {
 
     /// Whether the command completed (or is unknown, so waiting is over).
     pub(crate) fn is_done(&self, cookie: u64) -> bool {
-        self.slots.get(&cookie).is_none_or(|s| s.done.is_some())
+        self.client.data(cookie).is_none()
     }
 
     /// A completed command that nobody waits for by id, if any.
@@ -268,15 +273,20 @@ impl Conn {
 
     /// Whether any command is waiting that `wait_next` could return.
     pub(crate) fn has_pending_owned(&self) -> bool {
-        self.slots
-            .values()
-            .any(|s| !matches!(s.buf, Buf::Lent) && s.done.is_none())
+        self.client
+            .commands()
+            .any(|(_, s)| !matches!(s.buf, Buf::Lent))
     }
 
     /// Takes a completed command's result out of the table.
     pub(crate) fn take(&mut self, cookie: u64) -> Result<Output, Error> {
         let Some(slot) = self.slots.remove(&cookie) else {
-            return Err(Error::UnknownCommand);
+            return Err(if self.client.data(cookie).is_some() {
+                // Not complete (callers check first).
+                Error::InvalidState("the command has not completed")
+            } else {
+                Error::UnknownCommand
+            });
         };
         if slot.done.is_some() {
             // Keep the completion queue to commands nobody collected.
@@ -285,11 +295,7 @@ impl Conn {
             }
         }
         match slot.done {
-            None => {
-                // Not complete: put it back (callers check first).
-                self.slots.insert(cookie, slot);
-                Err(Error::InvalidState("the command has not completed"))
-            }
+            None => Err(Error::InvalidState("the command has not completed")),
             Some(Outcome::Ended) => Err(self.end_error().unwrap_or(Error::Closed)),
             Some(Outcome::Failed(e)) => Err(Error::Command {
                 errno: e.errno,
@@ -309,9 +315,7 @@ impl Conn {
     /// Whether a request went out whole and waits for its reply: then
     /// reading cannot wait forever, so a writer that cannot go on may read.
     pub(crate) fn reply_due(&self) -> bool {
-        self.slots
-            .values()
-            .any(|s| s.done.is_none() && s.tx_end <= self.sent)
+        self.client.commands().any(|(_, s)| s.tx_end <= self.sent)
     }
 
     /// Gathers pending output into `iov`; returns how many entries were
@@ -322,7 +326,7 @@ impl Conn {
         lend: &'a Lend<'_>,
         iov: &mut [IoSlice<'a>; MAX_IOV],
     ) -> Option<usize> {
-        let mut segs = [Segment::Bytes(&[]); MAX_IOV];
+        let mut segs: [Segment<'a, Slot>; MAX_IOV] = [Segment::Bytes(&[]); MAX_IOV];
         let n = self.client.transmit_segments(&mut segs);
         for (slot, seg) in iov.iter_mut().zip(&segs[..n]) {
             *slot = match *seg {
@@ -331,6 +335,7 @@ impl Conn {
                     cookie,
                     buf_offset,
                     len,
+                    ..
                 } => {
                     let Lend::Write(c, data) = lend else {
                         return None;
@@ -375,19 +380,19 @@ impl Conn {
     pub(crate) fn consume_buffered(&mut self, lend: &mut Lend<'_>) {
         while self.start < self.end {
             match self.client.recv_target() {
-                RecvTarget::Payload {
-                    cookie,
-                    buf_offset,
-                    len,
-                } => {
+                RecvTarget::Payload { .. } => {
                     let avail = self.end - self.start;
+                    let Some(t) = self.client.payload_target() else {
+                        self.start = self.end;
+                        break;
+                    };
                     let dst = payload_dst(
-                        &mut self.slots,
+                        t.data,
                         lend,
                         &mut self.scratch,
-                        cookie,
-                        buf_offset,
-                        len.min(avail),
+                        t.cookie,
+                        t.buf_offset,
+                        t.len.min(avail),
                     );
                     let n = dst.len();
                     dst.copy_from_slice(&self.rbuf[self.start..self.start + n]);
@@ -412,23 +417,19 @@ impl Conn {
     /// into the command's buffer, protocol bytes into the receive buffer.
     /// Call only when nothing is buffered.
     pub(crate) fn recv_buf<'s>(&'s mut self, lend: &'s mut Lend<'_>) -> &'s mut [u8] {
-        match self.client.recv_target() {
-            RecvTarget::Payload {
-                cookie,
-                buf_offset,
-                len,
-            } => {
+        match self.client.payload_target() {
+            Some(t) => {
                 self.recv_payload = true;
                 payload_dst(
-                    &mut self.slots,
+                    t.data,
                     lend,
                     &mut self.scratch,
-                    cookie,
-                    buf_offset,
-                    len,
+                    t.cookie,
+                    t.buf_offset,
+                    t.len,
                 )
             }
-            RecvTarget::Control => {
+            None => {
                 self.recv_payload = false;
                 &mut self.rbuf[..]
             }
@@ -453,9 +454,75 @@ impl Conn {
     /// Applies the core's events: zeroes holes, records read errors,
     /// extents and completions, notes the end of the connection.
     pub(crate) fn drain(&mut self, lend: &mut Lend<'_>) {
-        let mut events = Vec::new();
-        while let Some(e) = self.client.poll_event() {
-            events.push(e);
+        // Steps of a reply act on the command's slot, which the core lends;
+        // completions and the rest wait for the second pass.
+        let mut events: Vec<Event<Slot>> = Vec::new();
+        while let Some(step) = self.client.poll_step() {
+            match step {
+                Step::ReadData { .. } => {}
+                Step::ReadHole {
+                    cookie,
+                    buf_offset,
+                    len,
+                    data,
+                } => {
+                    let has_buffer =
+                        lend.cookie() == Some(cookie) || matches!(data.buf, Buf::Owned(_));
+                    if !has_buffer {
+                        // A read nobody waits for any more.
+                        continue;
+                    }
+                    // Lengths are within the request, so they fit a buffer.
+                    let mut left = usize::try_from(len).unwrap_or(usize::MAX);
+                    let mut at = buf_offset;
+                    while left > 0 {
+                        let dst = payload_dst(data, lend, &mut self.scratch, cookie, at, left);
+                        if dst.is_empty() {
+                            break;
+                        }
+                        dst.fill(0);
+                        let n = dst.len();
+                        left -= n;
+                        at += n as u64;
+                    }
+                }
+                Step::ReadError {
+                    buf_offset,
+                    errno,
+                    data,
+                    ..
+                } => {
+                    data.read_error.get_or_insert((buf_offset, errno));
+                }
+                Step::Extents {
+                    context_id,
+                    extents,
+                    data: s,
+                    ..
+                } => {
+                    if s.context == context_id && s.extents.is_empty() {
+                        let mut off = s.offset;
+                        for e in extents {
+                            s.extents.push(Extent {
+                                offset: off,
+                                length: e.length,
+                                flags: e.flags,
+                            });
+                            off = off.saturating_add(e.length);
+                        }
+                    }
+                }
+                Step::Complete {
+                    cookie,
+                    result,
+                    data,
+                } => events.push(Event::Complete {
+                    cookie,
+                    result,
+                    data,
+                }),
+                Step::Event(e) => events.push(e),
+            }
         }
         if events.is_empty() {
             return;
@@ -478,84 +545,26 @@ impl Conn {
         }
         for (i, event) in events.into_iter().enumerate() {
             match event {
-                Event::ReadChunk {
+                Event::Complete {
                     cookie,
-                    buf_offset,
-                    len,
-                    kind: ChunkKind::Hole,
+                    result,
+                    data: mut slot,
                 } => {
-                    let has_buffer = lend.cookie() == Some(cookie)
-                        || self
-                            .slots
-                            .get(&cookie)
-                            .is_some_and(|s| matches!(s.buf, Buf::Owned(_)));
-                    if !has_buffer {
-                        // A read nobody waits for any more.
-                        continue;
-                    }
-                    // Lengths are within the request, so they fit a buffer.
-                    let mut left = usize::try_from(len).unwrap_or(usize::MAX);
-                    let mut at = buf_offset;
-                    while left > 0 {
-                        let dst =
-                            payload_dst(&mut self.slots, lend, &mut self.scratch, cookie, at, left);
-                        if dst.is_empty() {
-                            break;
-                        }
-                        dst.fill(0);
-                        left -= dst.len();
-                        at += dst.len() as u64;
-                    }
-                }
-                Event::ReadChunk { .. } => {}
-                Event::ReadError {
-                    cookie,
-                    buf_offset,
-                    errno,
-                } => {
-                    if let Some(s) = self.slots.get_mut(&cookie) {
-                        s.read_error.get_or_insert((buf_offset, errno));
-                    }
-                }
-                Event::Extents {
-                    cookie,
-                    context_id,
-                    extents,
-                } => {
-                    if let Some(s) = self.slots.get_mut(&cookie) {
-                        if s.context == context_id && s.extents.is_empty() {
-                            let mut off = s.offset;
-                            for e in extents {
-                                s.extents.push(Extent {
-                                    offset: off,
-                                    length: e.length,
-                                    flags: e.flags,
-                                });
-                                off = off.saturating_add(e.length);
-                            }
-                        }
-                    }
-                }
-                Event::Complete { cookie, result } => {
                     let outcome = match result {
                         Ok(()) => Outcome::Ok,
                         Err(_) if i >= ended_from => Outcome::Ended,
                         Err(e) => Outcome::Failed(e),
                     };
-                    let lent_elsewhere = self
-                        .slots
-                        .get(&cookie)
-                        .is_some_and(|s| matches!(s.buf, Buf::Lent))
-                        && lend.cookie() != Some(cookie);
-                    if lent_elsewhere {
+                    let lent = matches!(slot.buf, Buf::Lent);
+                    if lent && lend.cookie() != Some(cookie) {
                         // Its caller gave up waiting: nobody wants it.
-                        self.slots.remove(&cookie);
-                    } else if let Some(s) = self.slots.get_mut(&cookie) {
-                        if !matches!(s.buf, Buf::Lent) {
-                            self.completed.push_back(cookie);
-                        }
-                        s.done = Some(outcome);
+                        continue;
                     }
+                    if !lent {
+                        self.completed.push_back(cookie);
+                    }
+                    slot.done = Some(outcome);
+                    self.slots.insert(cookie, slot);
                 }
                 Event::Dead(e) => self.ended = Some(End::Dead(e)),
                 Event::Closed => {
@@ -564,9 +573,26 @@ impl Conn {
                 Event::StartTls => self
                     .client
                     .tls_failed("TLS is not implemented by nbd-client"),
-                other => self.opt_events.push(other),
+                other => self.opt_events.push(strip(other)),
             }
         }
+    }
+}
+
+/// A negotiation event, which carries no command data.
+fn strip(e: Event<Slot>) -> Event {
+    match e {
+        Event::Negotiating => Event::Negotiating,
+        Event::StartTls => Event::StartTls,
+        Event::Export(x) => Event::Export(x),
+        Event::MetaContext(x) => Event::MetaContext(x),
+        Event::Info(x) => Event::Info(x),
+        Event::OptionDone { option, result } => Event::OptionDone { option, result },
+        Event::Ready => Event::Ready,
+        Event::Closed => Event::Closed,
+        Event::Dead(why) => Event::Dead(why),
+        // Command events are steps (see drain), never kept.
+        _ => Event::Ready,
     }
 }
 
@@ -574,7 +600,7 @@ impl Conn {
 /// bytes: the lent buffer, the command's own, or (for a read nobody waits
 /// for any more) scratch space. Never empty unless `len` is 0.
 fn payload_dst<'s>(
-    slots: &'s mut HashMap<u64, Slot>,
+    slot: &'s mut Slot,
     lend: &'s mut Lend<'_>,
     scratch: &'s mut [u8],
     cookie: u64,
@@ -593,10 +619,7 @@ fn payload_dst<'s>(
             }
             _ => {}
         }
-        if let Some(Slot {
-            buf: Buf::Owned(v), ..
-        }) = slots.get_mut(&cookie)
-        {
+        if let Buf::Owned(v) = &mut slot.buf {
             if let Some(dst) = v.get_mut(range) {
                 return dst;
             }

@@ -74,12 +74,11 @@
 //! call. [`Error`] converts into [`std::io::Error`], so `?` works in
 //! functions returning `io::Result`.
 //!
-//! # What the core lacks
+//! # Per-command data
 //!
-//! The core does not yet carry per-command driver data (issue 12, item 3),
-//! so each client keeps a small map from the core's cookie to the command's
-//! buffer and results. When the core grows that, the map goes away without
-//! changing this crate's API.
+//! The core carries each command's buffer and bookkeeping for it
+//! (`nbd_proto::client::Client<U>`) and returns them on completion; this
+//! crate keeps only completed results until they are collected.
 //!
 //! # TLS
 //!
@@ -198,13 +197,14 @@ impl Config {
     }
 
     pub(crate) fn to_proto(&self) -> nbd_proto::client::Config {
-        nbd_proto::client::Config {
-            export_name: self.export_name.clone(),
-            request_structured_replies: self.structured_replies,
-            request_extended_headers: self.extended_headers,
-            request_meta_contexts: self.meta_contexts.clone(),
-            opt_mode: self.opt_mode,
-            ..nbd_proto::client::Config::default()
+        {
+            let mut config = nbd_proto::client::Config::default();
+            config.export_name = self.export_name.clone();
+            config.request_structured_replies = self.structured_replies;
+            config.request_extended_headers = self.extended_headers;
+            config.request_meta_contexts = self.meta_contexts.clone();
+            config.opt_mode = self.opt_mode;
+            config
         }
     }
 }
@@ -378,8 +378,9 @@ macro_rules! export_getters {
         }
 
         /// The protocol core, for what this API does not cover (read only:
-        /// driving it directly would confuse the client).
-        pub fn core(&self) -> &nbd_proto::client::Client {
+        /// driving it directly would confuse the client). Its per-command
+        /// data is this crate's own.
+        pub fn core(&self) -> &nbd_proto::client::Client<impl Sized> {
             &self.conn.client
         }
     };

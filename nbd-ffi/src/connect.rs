@@ -61,24 +61,27 @@ impl HandleInner {
         use crate::constants::{LIBNBD_TLS_ALLOW, LIBNBD_TLS_REQUIRE};
         use nbd_proto::client::TlsMode;
         let n = &self.negotiation;
-        Ok(nbd_proto::client::Config {
-            export_name: lossy(&n.export_name),
-            tls: match self.tls.mode {
+        Ok({
+            let mut config = nbd_proto::client::Config::default();
+            config.export_name = lossy(&n.export_name);
+            config.tls = match self.tls.mode {
                 LIBNBD_TLS_REQUIRE => TlsMode::Require,
                 LIBNBD_TLS_ALLOW => TlsMode::Allow,
                 _ => TlsMode::Disable,
-            },
-            request_structured_replies: n.request_structured_replies,
+            };
+            config.request_structured_replies = n.request_structured_replies;
             // Extended headers imply structured replies: without those the
             // setting is ignored (nbd_set_request_extended_headers(3)).
-            request_extended_headers: n.request_extended_headers && n.request_structured_replies,
-            request_meta_contexts: n.meta_contexts.iter().map(|c| lossy(c)).collect(),
-            request_meta_context: n.request_meta_context,
-            request_block_size: n.request_block_size,
-            full_info: n.full_info,
-            handshake_flags: n.handshake_flags,
-            opt_mode: n.opt_mode,
-            strict: self.commands.strict_mode | nbd_proto::client::strict::PAYLOAD,
+            config.request_extended_headers =
+                n.request_extended_headers && n.request_structured_replies;
+            config.request_meta_contexts = n.meta_contexts.iter().map(|c| lossy(c)).collect();
+            config.request_meta_context = n.request_meta_context;
+            config.request_block_size = n.request_block_size;
+            config.full_info = n.full_info;
+            config.handshake_flags = n.handshake_flags;
+            config.opt_mode = n.opt_mode;
+            config.strict = self.commands.strict_mode | nbd_proto::client::strict::PAYLOAD;
+            config
         })
     }
 

@@ -8,17 +8,17 @@
 use crate::constants::{
     LIBNBD_SIZE_MAXIMUM, LIBNBD_SIZE_MINIMUM, LIBNBD_SIZE_PAYLOAD, LIBNBD_SIZE_PREFERRED,
 };
+use crate::engine::ProtoClient;
 use crate::errors::{Cause, Error};
 use crate::handle::HandleInner;
 use crate::ptr::MallocStr;
-use nbd_proto::client::Client;
 use nbd_proto::consts::transmission_flags as tf;
 use std::ffi::{c_int, CStr};
 
 pub use crate::exports::info::*;
 
 /// The protocol client of a handle past the created state.
-fn connected(inner: &HandleInner) -> Result<&Client, Error> {
+fn connected(inner: &HandleInner) -> Result<&ProtoClient, Error> {
     inner
         .engine
         .client()
@@ -28,7 +28,7 @@ fn connected(inner: &HandleInner) -> Result<&Client, Error> {
 }
 
 /// The export's details, which opt mode only knows after `nbd_opt_info`.
-fn export_known(c: &Client) -> Result<&nbd_proto::client::ExportInfo, Error> {
+fn export_known(c: &ProtoClient) -> Result<&nbd_proto::client::ExportInfo, Error> {
     if c.has_export_info() {
         Ok(c.export())
     } else {
@@ -47,7 +47,7 @@ fn flag(inner: &HandleInner, flag: u16) -> Result<c_int, Error> {
 /// on (`LIBNBD_SIZE_PAYLOAD`): the server's maximum block size kept between
 /// 1 MiB and 64 MiB, or 32 MiB when the server gave none (the size beyond
 /// which some servers disconnect).
-pub(crate) fn payload_max(c: &Client) -> u64 {
+pub(crate) fn payload_max(c: &ProtoClient) -> u64 {
     const MIB: u64 = 1024 * 1024;
     match c.export().block_size {
         Some(b) if b.maximum > 0 => u64::from(b.maximum).clamp(MIB, 64 * MIB),

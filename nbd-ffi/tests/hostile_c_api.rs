@@ -1018,8 +1018,10 @@ fn aio_done_before_full_coverage_completion_sees_eio_cve_2022_0485() {
     assert!(cookie > 0, "{:?}", last_error());
     c.poll_until(|c| c.in_flight() == 0);
     assert_eq!(*done.errors.lock().unwrap(), [EIO]);
-    done.assert_freed_once();
+    // Freed when retired, not when completed (libnbd 1.24).
+    assert_eq!(done.frees(), 0);
     assert_eq!(c.command_completed(cookie), -1);
+    done.assert_freed_once();
     assert_eq!(evil::errno(), EIO);
     assert!(!c.is_dead());
     c.assert_good_read(0, 512);
@@ -1054,9 +1056,12 @@ fn data_chunk_aimed_at_another_commands_range_is_rejected() {
     });
     let (da, db) = (Probe::new(), Probe::new());
     let (ba, bb) = (Guarded::leaked(512), Guarded::leaked(512));
-    assert!(c.aio_pread(ba, 0, da.completion()) > 0);
-    assert!(c.aio_pread(bb, 8192, db.completion()) > 0);
+    let ka = c.aio_pread(ba, 0, da.completion());
+    let kb = c.aio_pread(bb, 8192, db.completion());
+    assert!(ka > 0 && kb > 0);
     c.poll_until(|c| c.in_flight() == 0);
+    assert_eq!(c.command_completed(ka), -1);
+    assert_eq!(c.command_completed(kb), 1);
     assert_eq!(*da.errors.lock().unwrap(), [EPROTO]);
     assert_eq!(*db.errors.lock().unwrap(), [0]);
     ba.assert_untouched();
@@ -1370,8 +1375,9 @@ fn sixteen_in_flight_server_closes_mid_reply_each_fails_once() {
         let errors = p.errors.lock().unwrap().clone();
         assert_eq!(errors.len(), 1, "one completion per command");
         assert_ne!(errors[0], 0, "the completion must see the failure");
-        p.assert_freed_once();
+        assert_eq!(p.frees(), 0, "freed at retirement");
         assert_eq!(c.command_completed(cookie), -1);
+        p.assert_freed_once();
         assert_ne!(evil::errno(), 0);
     }
     c.finish();
@@ -1430,13 +1436,20 @@ fn aio_failures_mixed_with_successes_complete_each_once() {
     });
     let probes: Vec<&'static Probe> = (0..8).map(|_| Probe::new()).collect();
     let bufs: Vec<&'static Guarded> = (0..8).map(|_| Guarded::leaked(512)).collect();
-    for (i, (p, buf)) in probes.iter().zip(&bufs).enumerate() {
-        assert!(c.aio_pread(buf, i as u64 * 512, p.completion()) > 0);
-    }
+    let cookies: Vec<i64> = probes
+        .iter()
+        .zip(&bufs)
+        .enumerate()
+        .map(|(i, (p, buf))| c.aio_pread(buf, i as u64 * 512, p.completion()))
+        .collect();
+    assert!(cookies.iter().all(|&k| k > 0));
     c.poll_until(|c| c.in_flight() == 0);
     for (i, (p, buf)) in probes.iter().zip(&bufs).enumerate() {
         let want = if i % 2 == 1 { EIO } else { 0 };
         assert_eq!(*p.errors.lock().unwrap(), [want]);
+        assert_eq!(p.frees(), 0, "freed at retirement");
+        let r = c.command_completed(cookies[i]);
+        assert_eq!(r, if want == 0 { 1 } else { -1 });
         p.assert_freed_once();
         buf.assert_guards();
         if i % 2 == 0 {
@@ -1780,9 +1793,11 @@ fn aio_block_status_server_vanishes_mid_reply_frees_both_callbacks_once() {
     assert_eq!(extent.calls(), 0);
     assert_eq!(done.calls(), 1);
     assert_ne!(done.errors.lock().unwrap()[0], 0);
+    // Both are freed when the command is retired (libnbd 1.24).
+    assert_eq!((extent.frees(), done.frees()), (0, 0));
+    assert_eq!(c.command_completed(cookie), -1);
     extent.assert_freed_once();
     done.assert_freed_once();
-    assert_eq!(c.command_completed(cookie), -1);
     c.finish();
     extent.assert_freed_once();
     done.assert_freed_once();

@@ -5,8 +5,9 @@
 //! stopped child, opt mode against a server without fixed newstyle, the
 //! message and errno of a reset connection, a URI's overlong export name,
 //! the memory a failed command keeps, many parallel writes over TLS,
-//! connect failures that leave the handle created, and
-//! nbd_aio_disconnect waiting for the server to hang up.
+//! connect failures that leave the handle created, nbd_aio_disconnect
+//! waiting for the server to hang up, and callback lifetimes (freed at retirement, completed with `ENOTCONN` by
+//! `nbd_close`, failed newest first when the connection is lost).
 //! Socket activation's cleanup is in activation_cleanup.rs (it changes
 //! TMPDIR, so it runs in a process of its own).
 
@@ -549,6 +550,197 @@ fn parallel_tls_writes_to_a_slow_server_arrive_intact() {
     );
 }
 
+// ---------------------------------------------------------------------------
+// Callback lifetimes (defects 3, 4 and 15 of docs/api-fidelity.head.md):
+// libnbd(3) "Callback lifetimes", and libnbd 1.24 run on tests/c/diff/
+// aio.c, shutdown.c and reset.c.
+
+/// One callback's name and the log every callback of a test writes to.
+struct Logged {
+    name: &'static str,
+    log: &'static std::sync::Mutex<Vec<String>>,
+}
+
+/// A fresh log, leaked so that a late callback never touches freed memory.
+fn new_log() -> &'static std::sync::Mutex<Vec<String>> {
+    Box::leak(Box::default())
+}
+
+fn logged(name: &'static str, log: &'static std::sync::Mutex<Vec<String>>) -> *mut c_void {
+    Box::leak(Box::new(Logged { name, log })) as *mut Logged as *mut c_void
+}
+
+/// # Safety
+///
+/// `ud` comes from [`logged`].
+unsafe fn entry(ud: *mut c_void) -> &'static Logged {
+    // SAFETY: leaked by `logged`, never freed.
+    unsafe { &*(ud as *const Logged) }
+}
+
+unsafe extern "C" fn log_complete(ud: *mut c_void, error: *mut c_int) -> c_int {
+    // SAFETY: ud from `logged`; error valid during the call.
+    let (l, e) = unsafe { (entry(ud), *error) };
+    l.log
+        .lock()
+        .unwrap()
+        .push(format!("complete {} {e}", l.name));
+    0
+}
+
+unsafe extern "C" fn log_chunk(
+    ud: *mut c_void,
+    _subbuf: *const c_void,
+    _count: libc::size_t,
+    _offset: u64,
+    _status: std::ffi::c_uint,
+    _error: *mut c_int,
+) -> c_int {
+    // SAFETY: ud from `logged`.
+    let l = unsafe { entry(ud) };
+    l.log.lock().unwrap().push(format!("chunk {}", l.name));
+    0
+}
+
+unsafe extern "C" fn log_free(ud: *mut c_void) {
+    // SAFETY: ud from `logged`.
+    let l = unsafe { entry(ud) };
+    l.log.lock().unwrap().push(format!("free {}", l.name));
+}
+
+/// A completion callback that returns 0 (the command waits for
+/// `nbd_aio_command_completed`) and logs its call and its `.free`.
+fn logging_completion(
+    name: &'static str,
+    log: &'static std::sync::Mutex<Vec<String>>,
+) -> CompletionCallback {
+    CompletionCallback {
+        callback: Some(log_complete),
+        user_data: logged(name, log),
+        free: Some(log_free),
+    }
+}
+
+fn taken(log: &std::sync::Mutex<Vec<String>>) -> Vec<String> {
+    std::mem::take(&mut *log.lock().unwrap())
+}
+
+/// Defect 3: a command whose completion callback returned 0 keeps its
+/// callbacks until `nbd_aio_command_completed` retires it; then the
+/// mid-command callback is freed, then the completion callback.
+#[test]
+fn callbacks_are_freed_when_the_command_is_retired() {
+    let c = Conn::ready(Export::new(Mode::Structured), setup::none, |s| s.serve());
+    let log = new_log();
+    let chunk = nbd_ffi::callbacks::ChunkCallback {
+        callback: Some(log_chunk),
+        user_data: logged("chunk", log),
+        free: Some(log_free),
+    };
+    let a = c.aio_pread_structured(
+        Guarded::leaked(1024),
+        0,
+        chunk,
+        logging_completion("a", log),
+    );
+    let b = c.aio_pread(Guarded::leaked(512), 512, logging_completion("b", log));
+    assert!(a > 0 && b > 0, "{:?}", last_error());
+    c.poll_until(|c| c.in_flight() == 0);
+    let seen = taken(log);
+    assert!(seen.iter().all(|l| !l.starts_with("free")), "{seen:?}");
+    assert!(seen.contains(&"complete a 0".to_string()), "{seen:?}");
+    assert!(seen.contains(&"complete b 0".to_string()), "{seen:?}");
+    assert_eq!(c.command_completed(b), 1);
+    assert_eq!(taken(log), ["free b"]);
+    assert_eq!(c.command_completed(a), 1);
+    assert_eq!(taken(log), ["free chunk", "free a"]);
+    // Retired once: nothing more is freed.
+    assert_eq!(c.command_completed(a), 0);
+    c.finish();
+    assert!(taken(log).is_empty());
+}
+
+/// Defect 4: `nbd_close` with a command in flight calls its completion
+/// callback with `*error = ENOTCONN`, then frees it; a completed command
+/// not yet retired is only freed.
+#[test]
+fn close_completes_commands_in_flight_with_enotconn() {
+    let c = Conn::ready(Export::new(Mode::Structured), setup::none, |s| {
+        let r = s.expect_request(cmd::READ);
+        s.serve_one(&r);
+        // The second read is never answered.
+        s.expect_request(cmd::READ);
+        s.wait_close();
+    });
+    let log = new_log();
+    let done = c.aio_pread(Guarded::leaked(512), 0, logging_completion("done", log));
+    assert!(done > 0);
+    c.poll_until(|c| c.in_flight() == 0);
+    assert_eq!(taken(log), ["complete done 0"]);
+    let pending = c.aio_pread(
+        Guarded::leaked(512),
+        512,
+        logging_completion("pending", log),
+    );
+    assert!(pending > 0);
+    assert_eq!(c.in_flight(), 1);
+    c.finish();
+    let seen = taken(log);
+    let enotconn = format!("complete pending {}", libc::ENOTCONN);
+    let call = seen.iter().position(|l| *l == enotconn);
+    let free = seen.iter().position(|l| l == "free pending");
+    assert!(
+        matches!((call, free), (Some(c), Some(f)) if c < f),
+        "called with ENOTCONN, then freed: {seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|l| *l == "free done").count(),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(seen.len(), 3, "{seen:?}");
+}
+
+/// Defect 15: when the connection is lost under several commands, their
+/// completion callbacks run newest first, and each is freed at
+/// retirement.
+#[test]
+fn a_lost_connection_fails_commands_in_flight_newest_first() {
+    let c = Conn::ready(Export::new(Mode::Structured), setup::none, |s| {
+        for _ in 0..3 {
+            s.expect_request(cmd::READ);
+        }
+        s.hang_up();
+    });
+    let log = new_log();
+    let cookies: Vec<i64> = ["first", "second", "third"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            c.aio_pread(
+                Guarded::leaked(512),
+                i as u64 * 512,
+                logging_completion(name, log),
+            )
+        })
+        .collect();
+    assert!(cookies.iter().all(|&k| k > 0));
+    c.poll_until(|c| c.in_flight() == 0);
+    let e = libc::ENOTCONN;
+    assert_eq!(
+        taken(log),
+        [
+            format!("complete third {e}"),
+            format!("complete second {e}"),
+            format!("complete first {e}"),
+        ]
+    );
+    for (&k, name) in cookies.iter().zip(["first", "second", "third"]) {
+        assert_eq!(c.command_completed(k), -1);
+        assert_eq!(taken(log), [format!("free {name}")]);
+    }
+    c.finish();
+}
 /// Whether `h` is newly created (`nbd_aio_is_created`).
 fn is_created(h: *mut Handle) -> bool {
     // SAFETY: h is open.

@@ -17,11 +17,12 @@ const N: u64 = 1024;
 const LEN: u64 = 4096;
 
 fn ready(structured: bool) -> Client {
-    let mut c = Client::new(Config {
-        request_structured_replies: structured,
-        request_extended_headers: false,
-        request_block_size: false,
-        ..Config::default()
+    let mut c = Client::new({
+        let mut config = Config::default();
+        config.request_structured_replies = structured;
+        config.request_extended_headers = false;
+        config.request_block_size = false;
+        config
     });
     let mut v = Vec::new();
     NewstyleGreeting {
@@ -37,7 +38,7 @@ fn ready(structured: bool) -> Client {
     })
     .encode(opt::GO, &mut v);
     OptionReply::Ack.encode(opt::GO, &mut v);
-    c.feed(&v, &mut |_, _, _| {});
+    assert_eq!(c.feed(&v, &mut |_, _, _| {}), v.len());
     let mut out = Vec::new();
     c.take_output(&mut out, &mut |_, _, _| &[]);
     while c.poll_event().is_some() {}
@@ -90,7 +91,7 @@ fn decode(c: &mut Criterion) {
                 || with_reads(structured),
                 |mut client| {
                     let mut payload = 0usize;
-                    client.feed(&stream, &mut |_, _, d| payload += d.len());
+                    let _ = client.feed(&stream, &mut |_, _, d| payload += d.len());
                     let mut done = 0;
                     while let Some(e) = client.poll_event() {
                         if matches!(e, Event::Complete { result: Ok(()), .. }) {
@@ -112,7 +113,7 @@ fn decode(c: &mut Criterion) {
         b.iter_batched(
             || with_reads(true),
             |mut client| {
-                client.feed(&stream, &mut |_, _, _| {});
+                let _ = client.feed(&stream, &mut |_, _, _| {});
                 while client.poll_event().is_some() {}
             },
             BatchSize::LargeInput,

@@ -6,8 +6,13 @@
 //! back (READ payload goes straight into the destination buffer), checks it,
 //! asks for block status if the server offers `base:allocation`, and
 //! disconnects. It exits non-zero on any mismatch or error.
+//!
+//! Each command carries its buffer in the client ([`Io`]): the client lends
+//! it back for the WRITE payload it sends, for the READ payload it receives
+//! and for holes to zero, and returns it on completion. The driver keeps no
+//! table of its own.
 
-use nbd_proto::client::{Client, Command, CommandKind, Config, Event, RecvTarget, Segment};
+use nbd_proto::client::{Client, Command, CommandKind, Config, Event, Segment, Step};
 use std::io::{IoSlice, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -15,9 +20,21 @@ use std::os::unix::net::UnixStream;
 trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}
 
+/// What a command carries: the buffer its payload comes from or goes to.
+#[derive(Debug, Default)]
+enum Io {
+    /// No payload.
+    #[default]
+    None,
+    /// A READ's destination.
+    Read(Vec<u8>),
+    /// A WRITE's payload.
+    Write(Vec<u8>),
+}
+
 /// Drives the client over a blocking stream.
 struct Driver {
-    client: Client,
+    client: Client<Io>,
     stream: Box<dyn Stream>,
     rbuf: Vec<u8>,
     /// Bytes of `rbuf` not yet consumed: `rbuf[start..end]`.
@@ -27,7 +44,7 @@ struct Driver {
 
 impl Driver {
     /// Sends everything pending, with vectored writes.
-    fn flush(&mut self, write_buf: &[u8]) -> std::io::Result<()> {
+    fn flush(&mut self) -> std::io::Result<()> {
         while self.client.wants_write() {
             let mut segs = [Segment::Bytes(&[]); 32];
             let n = self.client.transmit_segments(&mut segs);
@@ -35,12 +52,17 @@ impl Driver {
                 .iter()
                 .map(|s| match *s {
                     Segment::Bytes(b) => IoSlice::new(b),
+                    // The WRITE's own buffer, lent by the client.
                     Segment::External {
-                        buf_offset, len, ..
+                        buf_offset,
+                        len,
+                        data: Io::Write(w),
+                        ..
                     } => {
                         let o = buf_offset as usize;
-                        IoSlice::new(&write_buf[o..o + len])
+                        IoSlice::new(&w[o..o + len])
                     }
+                    Segment::External { .. } => unreachable!("only writes have payload"),
                 })
                 .collect();
             let sent = self.stream.write_vectored(&slices)?;
@@ -49,19 +71,21 @@ impl Driver {
         Ok(())
     }
 
-    /// Reads once and feeds the client; READ payload lands in `read_buf`.
-    fn read_some(&mut self, read_buf: &mut [u8]) -> std::io::Result<()> {
+    /// Reads once and feeds the client; READ payload lands in the READ's
+    /// own buffer.
+    fn read_some(&mut self) -> std::io::Result<()> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
         }
         loop {
-            match self.client.recv_target() {
-                RecvTarget::Payload {
-                    buf_offset, len, ..
-                } => {
-                    let o = buf_offset as usize;
-                    let dst = &mut read_buf[o..o + len];
+            match self.client.payload_target() {
+                Some(t) => {
+                    let Io::Read(buf) = t.data else {
+                        unreachable!("only reads get payload")
+                    };
+                    let (o, len) = (t.buf_offset as usize, t.len);
+                    let dst = &mut buf[o..o + len];
                     let n = if self.start < self.end {
                         // Payload already buffered behind the header.
                         let n = len.min(self.end - self.start);
@@ -80,7 +104,7 @@ impl Driver {
                     self.client.handle_payload(n);
                     return Ok(());
                 }
-                RecvTarget::Control => {
+                None => {
                     if self.start < self.end {
                         let n = self.client.handle_input(&self.rbuf[self.start..self.end]);
                         self.start += n;
@@ -101,17 +125,55 @@ impl Driver {
         }
     }
 
-    /// Runs until `done` says so, returning the events seen.
+    /// Runs until `done` says so, returning the events seen (a READ's
+    /// completion carries its buffer).
     fn run_until(
         &mut self,
-        read_buf: &mut [u8],
-        write_buf: &[u8],
-        mut done: impl FnMut(&Event) -> bool,
-    ) -> Result<Vec<Event>, String> {
+        mut done: impl FnMut(&Event<Io>) -> bool,
+    ) -> Result<Vec<Event<Io>>, String> {
         let mut seen = Vec::new();
         loop {
-            self.flush(write_buf).map_err(|e| e.to_string())?;
-            while let Some(e) = self.client.poll_event() {
+            self.flush().map_err(|e| e.to_string())?;
+            while let Some(step) = self.client.poll_step() {
+                let e = match step {
+                    // The payload is in the buffer already.
+                    Step::ReadData { .. } => continue,
+                    // Nothing was received for a hole: zero it.
+                    Step::ReadHole {
+                        buf_offset,
+                        len,
+                        data,
+                        ..
+                    } => {
+                        if let Io::Read(buf) = data {
+                            let o = buf_offset as usize;
+                            buf[o..o + len as usize].fill(0);
+                        }
+                        continue;
+                    }
+                    // The command will complete with the error.
+                    Step::ReadError { .. } => continue,
+                    Step::Extents {
+                        cookie,
+                        context_id,
+                        extents,
+                        ..
+                    } => Event::Extents {
+                        cookie,
+                        context_id,
+                        extents,
+                    },
+                    Step::Complete {
+                        cookie,
+                        result,
+                        data,
+                    } => Event::Complete {
+                        cookie,
+                        result,
+                        data,
+                    },
+                    Step::Event(e) => e,
+                };
                 if let Event::Dead(why) = &e {
                     return Err(format!("connection died: {why}"));
                 }
@@ -124,7 +186,7 @@ impl Driver {
             if !self.client.wants_read() {
                 return Err("client is idle but the condition was not met".into());
             }
-            self.read_some(read_buf).map_err(|e| e.to_string())?;
+            self.read_some().map_err(|e| e.to_string())?;
         }
     }
 }
@@ -149,19 +211,20 @@ fn run() -> Result<(), String> {
         s.set_nodelay(true).ok();
         Box::new(s)
     };
-    let config = Config {
-        export_name: export,
-        request_meta_contexts: vec!["base:allocation".into()],
-        ..Config::default()
+    let config = {
+        let mut config = Config::default();
+        config.export_name = export;
+        config.request_meta_contexts = vec!["base:allocation".into()];
+        config
     };
     let mut d = Driver {
-        client: Client::new(config),
+        client: Client::with_data(config),
         stream,
         rbuf: vec![0; 64 * 1024],
         start: 0,
         end: 0,
     };
-    d.run_until(&mut [], &[], |e| matches!(e, Event::Ready))?;
+    d.run_until(|e| matches!(e, Event::Ready))?;
     let size = d.client.export().size;
     println!(
         "connected: size {size}, flags 0x{:x}, structured {}, extended {}",
@@ -175,15 +238,27 @@ fn run() -> Result<(), String> {
     // Write with the payload referenced (Segment::External), then read back.
     let mut w = Command::new(CommandKind::Write, 0, len as u64);
     w.payload = nbd_proto::client::Payload::External;
-    let wc = d.client.submit(w).map_err(|e| e.to_string())?;
-    wait_ok(&mut d, wc, &mut [], &pattern)?;
-    let mut back = vec![0u8; len];
+    let wc = d
+        .client
+        .submit_with(w, Io::Write(pattern.clone()))
+        .map_err(|(e, _)| e.to_string())?;
+    wait_ok(&mut d, wc)?;
     let rc = d
         .client
-        .submit(Command::new(CommandKind::Read, 0, len as u64))
-        .map_err(|e| e.to_string())?;
-    wait_ok(&mut d, rc, &mut back, &[])?;
-    if back != pattern {
+        .submit_with(
+            Command::new(CommandKind::Read, 0, len as u64),
+            Io::Read(vec![0u8; len]),
+        )
+        .map_err(|(e, _)| e.to_string())?;
+    let events = wait_ok(&mut d, rc)?;
+    let Some(Event::Complete {
+        data: Io::Read(back),
+        ..
+    }) = events.last()
+    else {
+        return Err("the read gave no buffer back".into());
+    };
+    if *back != pattern {
         return Err("read back data differs from what was written".into());
     }
     println!("wrote and read back {len} bytes: data verified");
@@ -193,7 +268,7 @@ fn run() -> Result<(), String> {
             .client
             .submit(Command::new(CommandKind::BlockStatus, 0, size))
             .map_err(|e| e.to_string())?;
-        let events = wait_ok(&mut d, bc, &mut [], &[])?;
+        let events = wait_ok(&mut d, bc)?;
         let n: usize = events
             .iter()
             .filter_map(|e| match e {
@@ -208,17 +283,13 @@ fn run() -> Result<(), String> {
         println!("block status: {n} extents");
     }
     d.client.shutdown().map_err(|e| e.to_string())?;
-    d.run_until(&mut [], &[], |e| matches!(e, Event::Closed))?;
+    d.run_until(|e| matches!(e, Event::Closed))?;
     println!("disconnected");
     Ok(())
 }
 
-fn wait_ok(d: &mut Driver, cookie: u64, rb: &mut [u8], wb: &[u8]) -> Result<Vec<Event>, String> {
-    let events = d.run_until(
-        rb,
-        wb,
-        |e| matches!(e, Event::Complete { cookie: c, .. } if *c == cookie),
-    )?;
+fn wait_ok(d: &mut Driver, cookie: u64) -> Result<Vec<Event<Io>>, String> {
+    let events = d.run_until(|e| matches!(e, Event::Complete { cookie: c, .. } if *c == cookie))?;
     match events.last() {
         Some(Event::Complete { result: Ok(()), .. }) => Ok(events),
         Some(Event::Complete { result: Err(e), .. }) => {

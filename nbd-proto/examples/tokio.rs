@@ -152,9 +152,10 @@ async fn run() -> Result<(), String> {
         Box::new(s)
     };
     let mut d = Driver {
-        client: Client::new(Config {
-            export_name: export,
-            ..Config::default()
+        client: Client::new({
+            let mut config = Config::default();
+            config.export_name = export;
+            config
         }),
         io,
         rbuf: vec![0; 64 * 1024],

@@ -136,7 +136,7 @@ fn zero_copy_payload_target() {
     c.handle_payload(6);
     let mut done = false;
     while let Some(e) = c.poll_event() {
-        if let Event::Complete { cookie, result } = e {
+        if let Event::Complete { cookie, result, .. } = e {
             assert_eq!(cookie, r);
             assert!(result.is_ok());
             done = true;

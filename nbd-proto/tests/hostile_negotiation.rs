@@ -17,9 +17,10 @@ fn fresh(cfg: Config) -> (Client, Harness) {
 }
 
 fn opt_mode(mode: Mode) -> Config {
-    Config {
-        opt_mode: true,
-        ..config(mode)
+    {
+        let mut config = config(mode);
+        config.opt_mode = true;
+        config
     }
 }
 
@@ -558,9 +559,10 @@ fn export_name_reply_with_zeroes_when_no_zeroes_agreed_is_misframed() {
 // ----- TLS required -----
 
 fn tls_required() -> Config {
-    Config {
-        tls: TlsMode::Require,
-        ..config(Mode::Structured)
+    {
+        let mut config = config(Mode::Structured);
+        config.tls = TlsMode::Require;
+        config
     }
 }
 
@@ -658,9 +660,10 @@ fn tls_required_and_starttls_answered_with_anything_but_ack_dies_without_sending
 
 #[test]
 fn tls_allowed_and_starttls_answered_with_nonsense_dies_as_a_protocol_error() {
-    let (mut c, mut h) = fresh(Config {
-        tls: TlsMode::Allow,
-        ..config(Mode::Structured)
+    let (mut c, mut h) = fresh({
+        let mut config = config(Mode::Structured);
+        config.tls = TlsMode::Allow;
+        config
     });
     h.feed(&mut c, &greeting(FIXED));
     drain(&mut c);
@@ -785,9 +788,10 @@ fn truncation_streams() -> Vec<(&'static str, Config, Vec<u8>)> {
     s.extend(go_ok(SIZE, FLAGS));
     v.push((
         "GO with name",
-        Config {
-            full_info: true,
-            ..config(Mode::Simple)
+        {
+            let mut config = config(Mode::Simple);
+            config.full_info = true;
+            config
         },
         s,
     ));
@@ -950,9 +954,10 @@ fn base_allocation(option: u32) -> Vec<u8> {
 
 #[test]
 fn request_meta_context_off_keeps_an_explicit_selection_through_go() {
-    let (mut c, mut h) = negotiating_structured(Config {
-        request_meta_context: false,
-        ..opt_mode(Mode::Structured)
+    let (mut c, mut h) = negotiating_structured({
+        let mut config = opt_mode(Mode::Structured);
+        config.request_meta_context = false;
+        config
     });
     assert!(!c.meta_contexts_valid());
     c.opt_set_meta_context(vec!["base:allocation".into()])

@@ -8,7 +8,7 @@ mod common;
 use bytes::{BufMut, Bytes};
 use common::*;
 use nbd_proto::client::{
-    errno, strict, ChunkKind, Client, Command, CommandKind, Config, Event, Payload, ProtocolError,
+    errno, strict, ChunkKind, Client, Command, CommandKind, Event, Payload, ProtocolError,
     RecvTarget, State, SubmitError,
 };
 use nbd_proto::consts::{cmd_flags, errno as nbd_errno, limits, reply_type as rt};
@@ -447,9 +447,10 @@ fn data_chunk_offset_wrapping_at_2_64_is_rejected() {
 fn data_chunk_for_a_read_at_the_top_of_the_offset_space_is_checked() {
     // Strictness off so the read itself may sit at the end of 2^64.
     for mode in CHUNKED {
-        let cfg = Config {
-            strict: 0,
-            ..config(mode)
+        let cfg = {
+            let mut config = config(mode);
+            config.strict = 0;
+            config
         };
         let (mut c, mut h) = ready_with(cfg, &handshake(mode));
         let base = u64::MAX - 7;
@@ -1416,9 +1417,10 @@ fn many_commands_in_flight_each_complete_once_when_the_connection_dies() {
 
 /// A client for `mode` with `strict` bits, whose GO replies are `go`.
 fn strict_client(mode: Mode, strict: u32, go: Vec<u8>) -> (Client, Harness) {
-    let cfg = Config {
-        strict,
-        ..config(mode)
+    let cfg = {
+        let mut config = config(mode);
+        config.strict = strict;
+        config
     };
     let mut s = handshake_before_go(mode);
     s.extend(go);
@@ -1916,9 +1918,10 @@ const CTX2: u32 = 9;
 fn two_contexts() -> (Client, Harness) {
     use nbd_proto::consts::{handshake_flags, opt};
     use nbd_proto::wire::option::{MetaContext, OptionReply};
-    let cfg = Config {
-        request_meta_contexts: vec!["base:allocation".into(), "qemu:dirty-bitmap:b".into()],
-        ..config(Mode::Extended)
+    let cfg = {
+        let mut config = config(Mode::Extended);
+        config.request_meta_contexts = vec!["base:allocation".into(), "qemu:dirty-bitmap:b".into()];
+        config
     };
     let mut s = greeting(handshake_flags::FIXED_NEWSTYLE | handshake_flags::NO_ZEROES);
     s.extend(ack(opt::EXTENDED_HEADERS));

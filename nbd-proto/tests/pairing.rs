@@ -838,6 +838,7 @@ impl Pair {
                     cookie,
                     buf_offset,
                     len,
+                    ..
                 } => {
                     let b = self.wbufs.get(&cookie).expect("external write payload");
                     &b[buf_offset as usize..buf_offset as usize + len]
@@ -991,14 +992,18 @@ impl Pair {
                         .or_default()
                         .push((context_id, extents));
                 }
-                Event::Complete { cookie, result } => {
+                Event::Complete { cookie, result, .. } => {
                     let r = result.as_ref().map(|_| ()).map_err(|e| e.errno);
                     assert!(
                         self.completed.insert(cookie, r).is_none(),
                         "cookie {cookie} completed twice"
                     );
                     self.check_completion(cookie, r, &result);
-                    self.events.push(Event::Complete { cookie, result });
+                    self.events.push(Event::Complete {
+                        cookie,
+                        result,
+                        data: (),
+                    });
                 }
                 other => self.events.push(other),
             }
@@ -1186,11 +1191,12 @@ fn session() -> impl Strategy<Value = Session> {
 }
 
 fn client_config(structured: bool, extended: bool) -> Config {
-    Config {
-        request_structured_replies: structured,
-        request_extended_headers: extended,
-        request_meta_contexts: vec![CONTEXT_BASE_ALLOCATION.into()],
-        ..Config::default()
+    {
+        let mut config = Config::default();
+        config.request_structured_replies = structured;
+        config.request_extended_headers = extended;
+        config.request_meta_contexts = vec![CONTEXT_BASE_ALLOCATION.into()];
+        config
     }
 }
 
@@ -1440,10 +1446,11 @@ fn fixed_ops(n: usize, seed: u64) -> Vec<Op> {
 /// Opt mode: list the exports, ask about them, then go, against the server.
 #[test]
 fn opt_mode_session() {
-    let cfg = Config {
-        opt_mode: true,
-        full_info: true,
-        ..client_config(true, true)
+    let cfg = {
+        let mut config = client_config(true, true);
+        config.opt_mode = true;
+        config.full_info = true;
+        config
     };
     let mut p = Pair::new(cfg, ServerOpts::default(), Xfer::Random, false);
     let negotiating = |p: &Pair| p.client.state() == State::Negotiating;
@@ -1583,9 +1590,10 @@ fn opt_mode_session() {
 /// Opt mode: NBD_OPT_ABORT ends the session cleanly on both sides.
 #[test]
 fn opt_mode_abort() {
-    let cfg = Config {
-        opt_mode: true,
-        ..client_config(true, false)
+    let cfg = {
+        let mut config = client_config(true, false);
+        config.opt_mode = true;
+        config
     };
     let mut p = Pair::new(cfg, ServerOpts::default(), Xfer::One, true);
     p.run_until("Negotiating", |p| p.client.state() == State::Negotiating);
@@ -1731,9 +1739,10 @@ fn export_name_fallbacks() {
         let fixed = opts.handshake_flags & hf::FIXED_NEWSTYLE != 0;
         let no_zeroes = opts.handshake_flags & hf::NO_ZEROES != 0
             && flags & nbd_proto::consts::client_flags::NO_ZEROES != 0;
-        let cfg = Config {
-            handshake_flags: flags,
-            ..client_config(true, true)
+        let cfg = {
+            let mut config = client_config(true, true);
+            config.handshake_flags = flags;
+            config
         };
         let mut p = Pair::new(cfg, opts, Xfer::Random, true);
         p.connect();
@@ -1836,9 +1845,10 @@ fn oldstyle_server() {
 /// in clear.
 #[test]
 fn starttls_refused_goes_on_in_clear() {
-    let cfg = Config {
-        tls: nbd_proto::client::TlsMode::Allow,
-        ..client_config(true, true)
+    let cfg = {
+        let mut config = client_config(true, true);
+        config.tls = nbd_proto::client::TlsMode::Allow;
+        config
     };
     let mut p = Pair::new(cfg, ServerOpts::default(), Xfer::All, false);
     p.connect();

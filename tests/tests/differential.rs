@@ -239,38 +239,7 @@ fn memory(scratch: &Scratch, size: &str) -> Server {
 // Known differences (defects of ours, found by these tests)
 
 /// Known differences of `tests/c/diff/aio.c`.
-const AIO_DIFFS: &[Expected] = &[
-    Expected {
-        libnbd: &[],
-        ours: &["  free keep"],
-        defect: "a completion callback's .free runs as soon as it returns 0, before the command is retired; libnbd frees at retirement",
-    },
-    Expected {
-        libnbd: &[],
-        ours: &["  free seterr"],
-        defect: "a completion callback's .free runs as soon as it returns -1, before the command is retired",
-    },
-    Expected {
-        libnbd: &[],
-        ours: &["  free fail0"],
-        defect: "a completion callback's .free runs as soon as it returns -1, before the command is retired",
-    },
-    Expected {
-        libnbd: &["  free keep"],
-        ours: &[],
-        defect: "a completion callback's .free runs early (see above); libnbd frees it when nbd_aio_command_completed retires the command",
-    },
-    Expected {
-        libnbd: &["  free seterr"],
-        ours: &[],
-        defect: "a completion callback's .free runs early (see above); libnbd frees it when nbd_aio_command_completed retires the command",
-    },
-    Expected {
-        libnbd: &["  free fail0"],
-        ours: &[],
-        defect: "a completion callback's .free runs as soon as it returns -1, before the command is retired",
-    },
-];
+const AIO_DIFFS: &[Expected] = &[];
 
 /// Known differences of `tests/c/diff/commands.c`.
 const COMMANDS_DIFFS: &[Expected] = &[];
@@ -279,13 +248,7 @@ const COMMANDS_DIFFS: &[Expected] = &[];
 const INFO_DIFFS: &[Expected] = &[];
 
 /// Known differences of `tests/c/diff/shutdown.c`.
-const SHUTDOWN_DIFFS: &[Expected] = &[
-    Expected {
-        libnbd: &["  completion pending: *error=ENOTCONN"],
-        ours: &[],
-        defect: "nbd_close with a command in flight frees its completion callback without calling it; libnbd calls it with *error=ENOTCONN first",
-    },
-];
+const SHUTDOWN_DIFFS: &[Expected] = &[];
 
 /// Known differences of `tests/c/diff/subprocess.c`.
 const SUBPROCESS_DIFFS: &[Expected] = &[];
@@ -337,23 +300,7 @@ const AIO2_DIFFS: &[Expected] = &[];
 const DEAD_DIFFS: &[Expected] = &[];
 
 /// Known differences of `tests/c/diff/reset.c`.
-const RESET_DIFFS: &[Expected] = &[
-    Expected {
-        libnbd: &["  completion third: *error=ENOTCONN", "  completion second: *error=ENOTCONN", "  free second"],
-        ours: &[],
-        defect: "commands failed by a reset connection: libnbd runs their completion callbacks newest first (the one that returned 0 is freed at retirement); ours oldest first, each freed at once",
-    },
-    Expected {
-        libnbd: &[],
-        ours: &["  completion second: *error=ENOTCONN", "  free second", "  completion third: *error=ENOTCONN", "  free third"],
-        defect: "the callback order above",
-    },
-    Expected {
-        libnbd: &["  free third"],
-        ours: &[],
-        defect: "the completion callback that returned 0 is freed at once, not when nbd_aio_command_completed retires its command",
-    },
-];
+const RESET_DIFFS: &[Expected] = &[];
 
 // ---------------------------------------------------------------------------
 // The cases

@@ -1,5 +1,7 @@
-//! The command table: the caller's buffers and hooks of every command in
-//! flight, submission, completion and retirement.
+//! The commands: the caller's buffer and hooks of each command, which the
+//! protocol client keeps with the command in flight ([`super::ProtoClient`]:
+//! no table of our own) and hands back on completion; submission and
+//! retirement.
 
 use super::{CommandHooks, Engine, EngineError, LARGE_READ};
 use nbd_proto::client::{Command, CommandKind, Payload};
@@ -15,20 +17,38 @@ pub(crate) struct RawBuf {
 // until the command completes; the engine only touches it under the handle lock.
 unsafe impl Send for RawBuf {}
 
-/// A command in flight: where its reply goes and whom to tell.
-pub(super) struct Cmd {
+/// A command in flight: where its reply goes and whom to tell. The
+/// protocol client keeps it with the command ([`super::ProtoClient`]).
+///
+/// Kept small (72 bytes): it moves with every completion event, and a
+/// completion event of at most 128 bytes is copied inline, not by `memcpy`.
+pub(crate) struct Cmd {
     pub(super) offset: u64,
-    pub(super) read: Option<RawBuf>,
-    pub(super) write: Option<RawBuf>,
+    /// The caller's buffer: a READ's destination or a WRITE's payload.
+    buf: Option<RawBuf>,
     pub(super) hooks: Option<Box<dyn CommandHooks>>,
     pub(super) error: i32,
-    /// The command's name in messages ("write").
-    pub(super) name: &'static str,
+    pub(super) kind: CommandKind,
     /// A fixed explanation of `error`, if it is more than "command failed".
     pub(super) detail: Option<&'static str>,
 }
 
 impl Cmd {
+    /// A READ's buffer.
+    pub(super) fn read(&self) -> Option<RawBuf> {
+        self.buf.filter(|_| self.kind == CommandKind::Read)
+    }
+
+    /// A WRITE's payload.
+    pub(super) fn write(&self) -> Option<RawBuf> {
+        self.buf.filter(|_| self.kind == CommandKind::Write)
+    }
+
+    /// The command's name in messages ("write").
+    pub(super) fn name(&self) -> &'static str {
+        command_name(self.kind)
+    }
+
     /// libnbd's rule for a mid-command callback's result: -1 fails the
     /// command (unless it already failed) with the `*error` it left, EPROTO
     /// if that is 0.
@@ -50,6 +70,7 @@ pub(super) fn command_name(kind: CommandKind) -> &'static str {
         CommandKind::WriteZeroes => "zero",
         CommandKind::BlockStatus => "block-status",
         CommandKind::Disconnect => "disconnect",
+        _ => "command",
     }
 }
 
@@ -69,25 +90,24 @@ impl Engine {
                 "invalid state: the handle is not connected",
             ));
         };
-        let offset = cmd.offset;
-        let name = command_name(cmd.kind);
+        let (offset, kind) = (cmd.offset, cmd.kind);
         let large = read.is_some_and(|b| b.len >= LARGE_READ);
         // Output still queued means the last send found the socket full:
         // the caller polls for POLLOUT, so a send now would only say EAGAIN.
         let send_now = c.pending_output() == 0;
-        let cookie = c.submit(cmd).map_err(EngineError::Submit)?;
-        self.cmds.insert(
-            cookie,
-            Cmd {
-                offset,
-                read,
-                write,
-                hooks,
-                error: 0,
-                name,
-                detail: None,
-            },
-        );
+        debug_assert!(read.is_none() || write.is_none());
+        let data = Cmd {
+            offset,
+            buf: read.or(write),
+            hooks,
+            error: 0,
+            kind,
+            detail: None,
+        };
+        // A refused command's data comes back and is dropped here.
+        let cookie = c
+            .submit_with(cmd, data)
+            .map_err(|(e, _)| EngineError::Submit(e))?;
         self.large_reads += usize::from(large);
         // Like libnbd, start sending at once (unless blocked, see above).
         if send_now {
@@ -111,7 +131,7 @@ impl Engine {
 
     /// Commands submitted and not completed.
     pub(crate) fn in_flight(&self) -> usize {
-        self.cmds.len()
+        self.client.as_ref().map_or(0, |c| c.in_flight())
     }
 
     /// `nbd_aio_command_completed`: `Ok(true)` and retired if it completed
@@ -119,6 +139,8 @@ impl Engine {
     /// issued, negative, or already retired: libnbd 1.24 answers 0 for
     /// those too), `Err` if it failed (now retired) or the cookie is 0.
     pub(crate) fn command_completed(&mut self, cookie: u64) -> Result<bool, EngineError> {
+        // Retiring drops the record, and with it the command's callbacks
+        // (`.free` runs now, as in libnbd 1.24).
         if let Some(d) = self.done.take(cookie) {
             if d.error == 0 {
                 return Ok(true);
@@ -140,7 +162,9 @@ impl Engine {
 
     /// Whether `cookie` is no longer in flight.
     pub(crate) fn is_complete(&self, cookie: u64) -> bool {
-        !self.cmds.contains_key(&cookie)
+        self.client
+            .as_ref()
+            .is_none_or(|c| c.data(cookie).is_none())
     }
 
     /// Starts a soft disconnect (`NBD_CMD_DISC`, or `NBD_OPT_ABORT` while

@@ -6,7 +6,8 @@ use super::done::Done;
 use super::opt::OptResult;
 use super::{narrow_extents, Engine, EngineError, LARGE_READ, READ_DATA, READ_ERROR, READ_HOLE};
 use crate::callbacks::NbdExtent;
-use nbd_proto::client::{ChunkKind, Event};
+use nbd_proto::client::{Event, Step};
+use nbd_proto::wire::reply::Extent;
 use std::ffi::CString;
 
 impl Engine {
@@ -15,144 +16,96 @@ impl Engine {
             let Some(client) = self.client.as_mut() else {
                 return;
             };
-            let Some(ev) = client.poll_event() else {
+            // Each step of a reply lends the command's data (its buffers
+            // and hooks), which the client keeps with the command.
+            let Some(step) = client.poll_step() else {
                 return;
             };
-            self.handle_event(ev);
+            match step {
+                Step::ReadData {
+                    buf_offset,
+                    len,
+                    data,
+                    ..
+                } => read_chunk(data, buf_offset, len, READ_DATA),
+                Step::ReadHole {
+                    buf_offset,
+                    len,
+                    data,
+                    ..
+                } => read_chunk(data, buf_offset, len, READ_HOLE),
+                Step::ReadError {
+                    buf_offset,
+                    errno,
+                    data,
+                    ..
+                } => read_error(data, buf_offset, errno),
+                Step::Extents {
+                    context_name,
+                    extents,
+                    data,
+                    ..
+                } => call_extents(data, context_name, &extents),
+                Step::Complete {
+                    cookie,
+                    result,
+                    data,
+                } => self.complete(cookie, result, data),
+                Step::Event(ev) => self.handle_event(ev),
+            }
         }
     }
 
-    fn handle_event(&mut self, ev: Event) {
+    /// A command completed: its completion callback runs, and its record
+    /// (with the callbacks, freed at retirement) waits for
+    /// `nbd_aio_command_completed`, unless the callback retired it.
+    fn complete(
+        &mut self,
+        cookie: u64,
+        result: Result<(), nbd_proto::client::CommandError>,
+        mut cmd: Cmd,
+    ) {
+        if cmd.read().is_some_and(|b| b.len >= LARGE_READ) {
+            self.large_reads -= 1;
+        }
+        if let Err(e) = result {
+            // The server's text is not kept (a fixed-size record
+            // per command, as in libnbd).
+            if cmd.error == 0 {
+                cmd.error = e.errno;
+            }
+        }
+        let mut err = cmd.error;
+        // Also while the handle closes: libnbd 1.24 calls the completion
+        // callbacks of the commands in flight with ENOTCONN then.
+        let r = match cmd.hooks.as_mut() {
+            Some(h) => h.complete(&mut err),
+            None => 0,
+        };
+        // A completion callback that returns -1 with *error set
+        // changes the command's result (libnbd 1.24, "Callbacks
+        // with int *error parameter"); 0 in *error changes nothing.
+        if r == -1 && err != 0 {
+            cmd.error = err;
+            cmd.detail = None;
+        }
+        if r == 1 {
+            // Retired by its callback: dropping the hooks frees the C
+            // callbacks, exactly once.
+            drop(cmd.hooks.take());
+            return;
+        }
+        self.done.push(Done {
+            cookie,
+            error: cmd.error,
+            name: cmd.name(),
+            detail: cmd.detail,
+            hooks: cmd.hooks.take(),
+        });
+    }
+
+    fn handle_event(&mut self, ev: Event<Cmd>) {
         match ev {
-            Event::ReadChunk {
-                cookie,
-                buf_offset,
-                len,
-                kind,
-            } => {
-                let Some(cmd) = self.cmds.get_mut(&cookie) else {
-                    return;
-                };
-                let Some(buf) = cmd.read else { return };
-                let off = buf_offset as usize;
-                let len = len as usize;
-                if off > buf.len || len > buf.len - off {
-                    return;
-                }
-                // SAFETY: in bounds of the caller's buffer (checked above).
-                let sub = unsafe { buf.ptr.add(off) };
-                if kind == ChunkKind::Hole {
-                    // SAFETY: zeroes len bytes inside the caller's buffer.
-                    unsafe { std::ptr::write_bytes(sub, 0, len) };
-                }
-                let status = if kind == ChunkKind::Hole {
-                    READ_HOLE
-                } else {
-                    READ_DATA
-                };
-                let offset = cmd.offset + buf_offset;
-                call_chunk(cmd, sub, len, offset, status);
-            }
-            Event::ReadError {
-                cookie,
-                buf_offset,
-                errno: e,
-            } => {
-                let Some(cmd) = self.cmds.get_mut(&cookie) else {
-                    return;
-                };
-                let Some(buf) = cmd.read else { return };
-                let off = (buf_offset as usize).min(buf.len);
-                // SAFETY: off is clamped to the buffer's length.
-                let sub = unsafe { buf.ptr.add(off) };
-                let offset = cmd.offset + buf_offset;
-                if let Some(h) = cmd.hooks.as_mut() {
-                    let mut err = e;
-                    let r = h.chunk(sub, 0, offset, READ_ERROR, &mut err);
-                    cmd.callback_returned(r, err);
-                }
-            }
-            Event::Extents {
-                cookie,
-                context_id,
-                extents,
-            } => {
-                let name = self
-                    .client
-                    .as_ref()
-                    .and_then(|c| c.meta_contexts().iter().find(|m| m.id == context_id))
-                    .map(|m| m.name.clone())
-                    .unwrap_or_default();
-                let Some(cmd) = self.cmds.get_mut(&cookie) else {
-                    return;
-                };
-                let offset = cmd.offset;
-                let Some(h) = cmd.hooks.as_mut() else { return };
-                let Ok(cname) = CString::new(name) else {
-                    return;
-                };
-                if h.wide() {
-                    let mut entries: Vec<NbdExtent> = extents
-                        .iter()
-                        .map(|e| NbdExtent {
-                            length: e.length,
-                            flags: e.flags,
-                        })
-                        .collect();
-                    let mut err = cmd.error;
-                    let r = h.extent64(&cname, offset, &mut entries, &mut err);
-                    cmd.callback_returned(r, err);
-                    return;
-                }
-                // The 32-bit callback: lengths and flags narrowed as libnbd does.
-                let (mut entries, overflow) = narrow_extents(&extents);
-                if overflow && cmd.error == 0 {
-                    cmd.error = libc::EOVERFLOW;
-                    cmd.detail =
-                        Some("block status flags do not fit in 32 bits (use nbd_block_status_64)");
-                }
-                let mut err = cmd.error;
-                let r = h.extent(&cname, offset, &mut entries, &mut err);
-                cmd.callback_returned(r, err);
-            }
-            Event::Complete { cookie, result } => {
-                let Some(mut cmd) = self.cmds.remove(&cookie) else {
-                    return;
-                };
-                if cmd.read.is_some_and(|b| b.len >= LARGE_READ) {
-                    self.large_reads -= 1;
-                }
-                if let Err(e) = result {
-                    // The server's text is not kept (a fixed-size record
-                    // per command, as in libnbd).
-                    if cmd.error == 0 {
-                        cmd.error = e.errno;
-                    }
-                }
-                let mut err = cmd.error;
-                let r = match cmd.hooks.as_mut() {
-                    Some(h) if !self.closing => h.complete(&mut err),
-                    _ => 0,
-                };
-                // A completion callback that returns -1 with *error set
-                // changes the command's result (libnbd 1.24, "Callbacks
-                // with int *error parameter"); 0 in *error changes nothing.
-                if r == -1 && err != 0 {
-                    cmd.error = err;
-                    cmd.detail = None;
-                }
-                let retire = r == 1;
-                // Dropping the hooks frees the C callbacks, exactly once.
-                drop(cmd.hooks.take());
-                if !retire {
-                    self.done.push(Done {
-                        cookie,
-                        error: cmd.error,
-                        name: cmd.name,
-                        detail: cmd.detail,
-                    });
-                }
-            }
             Event::Export(s) => {
                 if let Some(u) = self.user_opt.as_mut() {
                     u.count += 1;
@@ -214,7 +167,8 @@ impl Engine {
                 self.finish_user_opt(libc::ENOTCONN, "the connection died");
             }
             Event::StartTls => self.start_tls(),
-            Event::Negotiating | Event::Info(_) | Event::Ready => {}
+            // Command events come as steps (see process_events).
+            _ => {}
         }
     }
 
@@ -238,12 +192,73 @@ impl Engine {
     }
 }
 
-fn call_chunk(cmd: &mut Cmd, sub: *mut u8, len: usize, offset: u64, status: u32) {
+/// A piece of a read's reply: a hole is zeroed in the caller's buffer,
+/// then the chunk callback, if any, sees it.
+fn read_chunk(cmd: &mut Cmd, buf_offset: u64, len: u64, status: u32) {
+    let Some(buf) = cmd.read() else { return };
+    let off = buf_offset as usize;
+    let len = len as usize;
+    if off > buf.len || len > buf.len - off {
+        return;
+    }
+    // SAFETY: in bounds of the caller's buffer (checked above).
+    let sub = unsafe { buf.ptr.add(off) };
+    if status == READ_HOLE {
+        // SAFETY: zeroes len bytes inside the caller's buffer.
+        unsafe { std::ptr::write_bytes(sub, 0, len) };
+    }
+    let offset = cmd.offset + buf_offset;
     if let Some(h) = cmd.hooks.as_mut() {
         let mut err = cmd.error;
         let r = h.chunk(sub, len, offset, status, &mut err);
         cmd.callback_returned(r, err);
     }
+}
+
+/// The server reported an error for part of a read.
+fn read_error(cmd: &mut Cmd, buf_offset: u64, e: i32) {
+    let Some(buf) = cmd.read() else { return };
+    let off = (buf_offset as usize).min(buf.len);
+    // SAFETY: off is clamped to the buffer's length.
+    let sub = unsafe { buf.ptr.add(off) };
+    let offset = cmd.offset + buf_offset;
+    if let Some(h) = cmd.hooks.as_mut() {
+        let mut err = e;
+        let r = h.chunk(sub, 0, offset, READ_ERROR, &mut err);
+        cmd.callback_returned(r, err);
+    }
+}
+
+/// Block status extents for one context, to the 64-bit or the 32-bit
+/// extent callback.
+fn call_extents(cmd: &mut Cmd, context: &str, extents: &[Extent]) {
+    let offset = cmd.offset;
+    let Some(h) = cmd.hooks.as_mut() else { return };
+    let Ok(cname) = CString::new(context) else {
+        return;
+    };
+    if h.wide() {
+        let mut entries: Vec<NbdExtent> = extents
+            .iter()
+            .map(|e| NbdExtent {
+                length: e.length,
+                flags: e.flags,
+            })
+            .collect();
+        let mut err = cmd.error;
+        let r = h.extent64(&cname, offset, &mut entries, &mut err);
+        cmd.callback_returned(r, err);
+        return;
+    }
+    // The 32-bit callback: lengths and flags narrowed as libnbd does.
+    let (mut entries, overflow) = narrow_extents(extents);
+    if overflow && cmd.error == 0 {
+        cmd.error = libc::EOVERFLOW;
+        cmd.detail = Some("block status flags do not fit in 32 bits (use nbd_block_status_64)");
+    }
+    let mut err = cmd.error;
+    let r = h.extent(&cname, offset, &mut entries, &mut err);
+    cmd.callback_returned(r, err);
 }
 
 /// The `*error` an opt-mode completion callback sees when the server

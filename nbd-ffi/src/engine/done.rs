@@ -2,15 +2,19 @@
 //!
 //! A program may keep many thousands of finished commands and retire them
 //! in any order with `nbd_aio_command_completed`: each retirement must cost
-//! O(1), and each record a fixed size (no server text is kept, as in
-//! libnbd, whose record is the command's type and errno).
+//! little (the core's cookie map: O(1) for the usual order, O(log n)
+//! amortised for any), and each record a fixed size (no server text is
+//! kept, as in libnbd, whose record is the command's type and errno).
+//!
+//! A record holds the command's callbacks until it is retired: libnbd 1.24
+//! frees them (`.free`) at retirement, not when the command completes.
 
-use super::cookie_hash::CookieHashMap;
+use super::CommandHooks;
+use nbd_proto::client::CookieMap;
 use std::collections::VecDeque;
 use std::mem::size_of;
 
 /// A completed command the caller has not retired yet: a fixed-size record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Done {
     /// The command's cookie.
     pub(crate) cookie: u64,
@@ -20,13 +24,27 @@ pub(crate) struct Done {
     pub(crate) name: &'static str,
     /// A fixed explanation that replaces "command failed", if any.
     pub(crate) detail: Option<&'static str>,
+    /// The command's callbacks, released when the record drops.
+    pub(crate) hooks: Option<Box<dyn CommandHooks>>,
+}
+
+impl std::fmt::Debug for Done {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Done")
+            .field("cookie", &self.cookie)
+            .field("error", &self.error)
+            .field("name", &self.name)
+            .field("detail", &self.detail)
+            .field("hooks", &self.hooks.is_some())
+            .finish()
+    }
 }
 
 /// The completed commands: retiring by cookie and finding the oldest are
 /// both O(1) (amortised).
 #[derive(Debug, Default)]
 pub(crate) struct DoneList {
-    by_cookie: CookieHashMap<Done>,
+    by_cookie: CookieMap<Done>,
     /// Cookies in completion order; entries already retired are skipped
     /// (and dropped) lazily, so each cookie is pushed and popped once.
     order: VecDeque<u64>,
@@ -44,7 +62,7 @@ impl DoneList {
 
     /// Retires `cookie`, if it completed.
     pub(crate) fn take(&mut self, cookie: u64) -> Option<Done> {
-        let d = self.by_cookie.remove(&cookie)?;
+        let d = self.by_cookie.remove(cookie)?;
         self.trim();
         Some(d)
     }
@@ -62,7 +80,7 @@ impl DoneList {
 
     /// Bytes allocated for the records, for `nbd_get_handle_size`.
     pub(crate) fn heap_size(&self) -> usize {
-        self.by_cookie.capacity() * (size_of::<u64>() + size_of::<Done>())
+        self.by_cookie.len() * (size_of::<u64>() + size_of::<Done>())
             + self.order.capacity() * size_of::<u64>()
     }
 
@@ -77,7 +95,7 @@ impl DoneList {
             {
                 self.steps += 1;
             }
-            if self.by_cookie.contains_key(&c) {
+            if self.by_cookie.get(c).is_some() {
                 break;
             }
             self.order.pop_front();
@@ -95,6 +113,7 @@ mod tests {
             error: 0,
             name: "flush",
             detail: None,
+            hooks: None,
         }
     }
 
@@ -118,9 +137,9 @@ mod tests {
             for i in 0..N {
                 let c = order(i);
                 assert_eq!(l.take(c).map(|d| d.cookie), Some(c));
-                assert_eq!(l.take(c), None, "retired once only");
+                assert!(l.take(c).is_none(), "retired once only");
                 if let Some(f) = l.first() {
-                    assert!(l.by_cookie.contains_key(&f), "first is live");
+                    assert!(l.by_cookie.get(f).is_some(), "first is live");
                 }
             }
             assert_eq!(l.len(), 0);
@@ -145,7 +164,8 @@ mod tests {
 
     #[test]
     fn the_record_has_a_fixed_size() {
-        // No String or Vec: a failed command holds no server text.
-        assert!(std::mem::size_of::<Done>() <= 48);
+        // No String or Vec: a failed command holds no server text (the
+        // callbacks are one boxed object).
+        assert!(std::mem::size_of::<Done>() <= 64);
     }
 }

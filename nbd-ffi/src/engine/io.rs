@@ -2,8 +2,8 @@
 //! a caller's read buffer), gathered writes with `sendmsg`, the TLS
 //! handshake, and the `poll(2)` wait of the synchronous calls.
 
-use super::{tls, Engine, EngineError, DIRECTION_READ, DIRECTION_WRITE};
-use nbd_proto::client::{Client, RecvTarget, Segment, State};
+use super::{tls, Engine, EngineError, ProtoClient, DIRECTION_READ, DIRECTION_WRITE};
+use nbd_proto::client::{RecvTarget, Segment, State};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -51,11 +51,9 @@ impl Engine {
             }
             match client.recv_target() {
                 RecvTarget::Payload {
-                    cookie,
-                    buf_offset,
-                    len,
+                    buf_offset, len, ..
                 } => {
-                    let Some(buf) = self.cmds.get(&cookie).and_then(|c| c.read) else {
+                    let Some(buf) = client.payload_target().and_then(|t| t.data.read()) else {
                         client.handle_io_error(
                             "internal error: payload for a command without a buffer",
                         );
@@ -148,7 +146,7 @@ impl Engine {
             self.process_events();
         }
         self.process_events();
-        if self.rstart == self.rend && self.cmds.is_empty() {
+        if self.rstart == self.rend && self.in_flight() == 0 {
             self.rbuf = Vec::new();
         }
         // Answer at once (next option, client flags) rather than after a
@@ -272,10 +270,11 @@ impl Engine {
                     let (base, len) = match *s {
                         Segment::Bytes(b) => (b.as_ptr() as *mut u8, b.len()),
                         Segment::External {
-                            cookie,
                             buf_offset,
                             len,
-                        } => match self.cmds.get(&cookie).and_then(|c| c.write) {
+                            data,
+                            ..
+                        } => match data.write() {
                             Some(w)
                                 if (buf_offset as usize) <= w.len
                                     && len <= w.len - buf_offset as usize =>
@@ -484,7 +483,7 @@ unsafe fn recv(tls: &mut Option<tls::TlsSession>, fd: RawFd, dst: *mut u8, len: 
 /// `ENOTCONN` and the synchronous call reports its command's error, as
 /// libnbd 1.24 does (`read: command failed: Transport endpoint is not
 /// connected`), where a reset seen by `recv` is reported as such.
-fn transport_failed(client: &mut Client, op: &'static str, e: &io::Error) {
+fn transport_failed(client: &mut ProtoClient, op: &'static str, e: &io::Error) {
     if op == "send" && e.raw_os_error() == Some(libc::EPIPE) {
         client.handle_eof();
         return;

@@ -44,7 +44,7 @@ impl Engine {
 
     fn attach(&mut self, fd: OwnedFd) {
         self.fd = Some(fd);
-        self.client = Some(Client::new(self.config.clone()));
+        self.client = Some(Client::with_data(self.config.clone()));
     }
 
     /// Completes a pending non-blocking connect once the socket is writable.
@@ -164,8 +164,10 @@ impl Engine {
         }
     }
 
-    /// Closing the handle: the connection ends, and every callback still
-    /// held is released (`.free`) without being called.
+    /// Closing the handle: the connection ends; commands in flight complete
+    /// with `ENOTCONN` (their completion callbacks are called, as in libnbd
+    /// 1.24), and every callback still held is released (`.free`) when the
+    /// engine drops.
     fn close(&mut self) {
         self.closing = true;
         if self.dead.is_none() {
@@ -177,8 +179,6 @@ impl Engine {
             c.abandon();
         }
         self.process_events();
-        // Whatever the client no longer knew about is released too.
-        self.cmds.clear();
         self.large_reads = 0;
         self.finish_user_opt(libc::ENOTCONN, "the handle was closed");
     }

@@ -15,8 +15,9 @@
 //! callback's `.free` runs.
 //!
 //! One concern a file: [`lifecycle`] (connecting, failing, closing, the
-//! child process), [`commands`] (the command table: buffers and hooks of
-//! the commands in flight, retirement), [`opt`] (opt-mode requests),
+//! child process), [`commands`] (each command's buffer and hooks, which
+//! the protocol client carries for it as its per-command data: there is no
+//! second table here; submission and retirement), [`opt`] (opt-mode requests),
 //! [`io`] (the socket: reads, gathered writes, TLS handshake, the wait of
 //! the synchronous calls), [`dispatch`] (the client's events turned into
 //! callbacks and results), [`hooks`] (what the engine calls back) and
@@ -24,7 +25,6 @@
 //! state and its accessors.
 
 mod commands;
-mod cookie_hash;
 mod dispatch;
 mod done;
 mod error;
@@ -36,9 +36,8 @@ mod size;
 pub(crate) mod tls;
 pub(crate) mod transport;
 
-use commands::Cmd;
+pub(crate) use commands::Cmd;
 pub(crate) use commands::RawBuf;
-use cookie_hash::CookieHashMap;
 use done::DoneList;
 pub(crate) use error::EngineError;
 pub(crate) use hooks::{narrow_extents, CommandHooks, OptHooks};
@@ -81,16 +80,20 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("state", &self.state())
             .field("fd", &self.fd())
-            .field("in_flight", &self.cmds.len())
+            .field("in_flight", &self.in_flight())
             .field("done", &self.done.len())
             .finish_non_exhaustive()
     }
 }
 
+/// The protocol client, carrying each command's buffers and hooks: the
+/// engine's table of commands in flight is the client's own.
+pub(crate) type ProtoClient = Client<Cmd>;
+
 /// One connection.
 pub(crate) struct Engine {
     config: Config,
-    client: Option<Client>,
+    client: Option<ProtoClient>,
     fd: Option<OwnedFd>,
     /// A non-blocking connect in progress.
     pending: Option<transport::Pending>,
@@ -99,7 +102,6 @@ pub(crate) struct Engine {
     rbuf: Vec<u8>,
     rstart: usize,
     rend: usize,
-    cmds: CookieHashMap<Cmd>,
     done: DoneList,
     user_opt: Option<UserOpt>,
     opt_result: Option<OptResult>,
@@ -113,8 +115,9 @@ pub(crate) struct Engine {
     tls_options: Option<tls::TlsOptions>,
     /// The TLS session, from the server's STARTTLS acknowledgement on.
     tls: Option<tls::TlsSession>,
-    /// The handle is being closed: callbacks are released, not called
-    /// (libnbd: the status of unretired commands is lost on close).
+    /// The handle is being closed: opt-mode callbacks are released, not
+    /// called; commands in flight complete with `ENOTCONN` (libnbd: the
+    /// status of unretired commands is lost on close).
     closing: bool,
     /// The write side of the connection was shut after `NBD_CMD_DISC`.
     writes_shut: bool,
@@ -145,7 +148,6 @@ impl Engine {
             rbuf: Vec::new(),
             rstart: 0,
             rend: 0,
-            cmds: CookieHashMap::default(),
             done: DoneList::default(),
             user_opt: None,
             opt_result: None,
@@ -185,7 +187,7 @@ impl Engine {
     }
 
     /// The protocol client, once connected.
-    pub(crate) fn client(&self) -> Option<&Client> {
+    pub(crate) fn client(&self) -> Option<&ProtoClient> {
         self.client.as_ref()
     }
 

@@ -1,7 +1,7 @@
 //! Opt mode: the option request a caller issued and its result.
 
-use super::{Engine, EngineError, OptHooks};
-use nbd_proto::client::{Client, State};
+use super::{Engine, EngineError, OptHooks, ProtoClient};
+use nbd_proto::client::State;
 
 /// The opt-mode request a caller issued, until its final option completes.
 pub(super) struct UserOpt {
@@ -24,7 +24,7 @@ impl Engine {
         &mut self,
         final_option: u32,
         hooks: Option<Box<dyn OptHooks>>,
-        issue: impl FnOnce(&mut Client) -> Result<(), nbd_proto::client::SubmitError>,
+        issue: impl FnOnce(&mut ProtoClient) -> Result<(), nbd_proto::client::SubmitError>,
     ) -> Result<(), EngineError> {
         let Some(c) = self.client.as_mut() else {
             return Err(EngineError::NotConnected(

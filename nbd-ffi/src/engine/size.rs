@@ -1,6 +1,6 @@
 //! What the engine holds on the heap, for `nbd_get_handle_size`.
 
-use super::{Cmd, Engine};
+use super::{Cmd, Engine, ProtoClient};
 use std::mem::size_of;
 
 impl Engine {
@@ -10,11 +10,8 @@ impl Engine {
     /// own allocations are counted by their fixed parts only.
     pub(crate) fn heap_size(&self) -> usize {
         self.rbuf.capacity()
-            + self.cmds.capacity() * (size_of::<u64>() + size_of::<Cmd>())
+            + self.in_flight() * (size_of::<u64>() + size_of::<Cmd>())
             + self.done.heap_size()
-            + self
-                .client
-                .as_ref()
-                .map_or(0, |_| size_of::<nbd_proto::client::Client>())
+            + self.client.as_ref().map_or(0, |_| size_of::<ProtoClient>())
     }
 }

@@ -50,7 +50,7 @@ fn name(kind: CommandKind) -> &'static str {
     }
 }
 
-impl Client {
+impl<U> Client<U> {
     /// Checks a command against the protocol and the strict-mode rules.
     pub(super) fn check_command(&self, c: &Command) -> Result<(), SubmitError> {
         let strict = self.config.strict;

@@ -16,9 +16,13 @@
 
 use alloc::collections::VecDeque;
 
-/// A map from cookie (`u64`) to `V`, iterated in cookie order.
+/// A map from cookie (`u64`) to `V`, iterated in cookie order: the table
+/// behind [`super::Client`]'s commands in flight, public for a driver that
+/// keeps records of its own by cookie (completed commands not yet retired,
+/// say). Inserting cookies in increasing order is O(1); any order of
+/// removal is O(log n) amortised.
 #[derive(Debug, Clone)]
-pub(crate) struct CookieMap<V> {
+pub struct CookieMap<V> {
     /// Sorted by cookie; `None` is a removed entry not yet swept out.
     slots: VecDeque<(u64, Option<V>)>,
     live: usize,
@@ -32,7 +36,7 @@ impl<V> Default for CookieMap<V> {
 
 impl<V> CookieMap<V> {
     /// An empty map.
-    pub(crate) const fn new() -> Self {
+    pub const fn new() -> Self {
         CookieMap {
             slots: VecDeque::new(),
             live: 0,
@@ -40,12 +44,12 @@ impl<V> CookieMap<V> {
     }
 
     /// How many entries.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.live
     }
 
     /// Whether there are no entries.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.live == 0
     }
 
@@ -69,19 +73,19 @@ impl<V> CookieMap<V> {
     }
 
     /// The entry for `cookie`.
-    pub(crate) fn get(&self, cookie: u64) -> Option<&V> {
+    pub fn get(&self, cookie: u64) -> Option<&V> {
         self.slots.get(self.find(cookie)?)?.1.as_ref()
     }
 
     /// The entry for `cookie`, mutably.
-    pub(crate) fn get_mut(&mut self, cookie: u64) -> Option<&mut V> {
+    pub fn get_mut(&mut self, cookie: u64) -> Option<&mut V> {
         let i = self.find(cookie)?;
         self.slots.get_mut(i)?.1.as_mut()
     }
 
     /// Inserts or replaces the entry for `cookie`; returns the old one.
     /// O(1) when `cookie` is larger than every cookie held.
-    pub(crate) fn insert(&mut self, cookie: u64, v: V) -> Option<V> {
+    pub fn insert(&mut self, cookie: u64, v: V) -> Option<V> {
         if self.slots.back().is_none_or(|b| b.0 < cookie) {
             self.slots.push_back((cookie, Some(v)));
             self.live += 1;
@@ -104,7 +108,7 @@ impl<V> CookieMap<V> {
     }
 
     /// Removes and returns the entry for `cookie`.
-    pub(crate) fn remove(&mut self, cookie: u64) -> Option<V> {
+    pub fn remove(&mut self, cookie: u64) -> Option<V> {
         let i = self.find(cookie)?;
         let v = self.slots[i].1.take()?;
         self.live -= 1;
@@ -120,8 +124,14 @@ impl<V> CookieMap<V> {
         Some(v)
     }
 
+    /// Removes every entry, yielding them in cookie order.
+    pub fn drain(&mut self) -> impl Iterator<Item = (u64, V)> + '_ {
+        self.live = 0;
+        self.slots.drain(..).filter_map(|(c, v)| v.map(|v| (c, v)))
+    }
+
     /// The entries in cookie order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &V)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &V)> + '_ {
         self.slots
             .iter()
             .filter_map(|(c, v)| v.as_ref().map(|v| (*c, v)))
@@ -163,6 +173,21 @@ mod tests {
         assert!(m.is_empty());
         assert!(m.slots.is_empty());
         assert!(m.get(2).is_none());
+    }
+
+    #[test]
+    fn drain_yields_live_entries_in_order_and_empties() {
+        let mut m = CookieMap::new();
+        for c in 1..=6u64 {
+            m.insert(c, c);
+        }
+        m.remove(3);
+        let all: Vec<(u64, u64)> = m.drain().collect();
+        assert_eq!(all, [(1, 1), (2, 2), (4, 4), (5, 5), (6, 6)]);
+        assert!(m.is_empty());
+        assert!(m.get(1).is_none());
+        m.insert(7, 7);
+        assert_eq!(m.get(7), Some(&7));
     }
 
     #[test]

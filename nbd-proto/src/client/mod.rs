@@ -38,7 +38,14 @@
 //!    `recv`s the rest *straight into the application's buffer*, reporting each
 //!    step with [`Client::handle_payload`]. It also stops right after
 //!    `NBD_OPT_STARTTLS` is acknowledged, so the bytes behind it go to TLS.
-//! 3. Drain [`Client::poll_event`] and act on each [`Event`].
+//! 3. Drain [`Client::poll_step`] (or [`Client::poll_event`]) and act on
+//!    each [`Step`]: zero holes, record errors, take back each completed
+//!    command's data.
+//!
+//! Each command carries the driver's data (`U` of [`Client<U>`], given to
+//! [`Client::submit_with`]): the client lends it back in
+//! [`Segment::External`], [`Client::payload_target`] and every [`Step`], so
+//! the driver needs no table of its own.
 //!
 //! [`Client::wants_read`] and [`Client::wants_write`] are plain field reads;
 //! they are what `nbd_aio_get_direction` reports. Users that do not need the
@@ -68,10 +75,11 @@ use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use bytes::Bytes;
-use cookiemap::CookieMap;
+pub use cookiemap::CookieMap;
 
 /// Whether and how to use TLS (libnbd's `LIBNBD_TLS_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum TlsMode {
     /// Never send `NBD_OPT_STARTTLS`.
     #[default]
@@ -83,7 +91,11 @@ pub enum TlsMode {
 }
 
 /// What the client asks for during negotiation. Mirrors libnbd's settings.
+///
+/// Non-exhaustive: start from [`Config::default`] and set the fields you
+/// need, so that a new setting is not a breaking change.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Export to open (default: empty, the server's default export).
     pub export_name: String,
@@ -153,6 +165,9 @@ impl ExportInfo {
 }
 
 /// The connection's state, in libnbd's terms.
+///
+/// Exhaustive: these are libnbd's states, a fixed set a driver maps one to
+/// one (`nbd_aio_is_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Handshake or automatic negotiation under way.
@@ -170,6 +185,9 @@ pub enum State {
 }
 
 /// What the next input bytes are.
+///
+/// Exhaustive on purpose: every input byte must go where this says, so a
+/// new kind of target has to break a driver's match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecvTarget {
     /// Protocol bytes: pass any amount to [`Client::handle_input`].
@@ -188,6 +206,7 @@ pub enum RecvTarget {
 
 /// The kinds of transmission commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CommandKind {
     /// `NBD_CMD_READ`.
     Read,
@@ -225,6 +244,7 @@ impl CommandKind {
 
 /// Where a WRITE's payload comes from.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub enum Payload {
     /// No payload (every command but WRITE).
     #[default]
@@ -287,6 +307,7 @@ impl Command {
 
 /// How a piece of a READ reply fills the command's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChunkKind {
     /// Data was placed there (it is now in the buffer).
     Data,
@@ -294,9 +315,14 @@ pub enum ChunkKind {
     Hole,
 }
 
-/// Something that happened, from [`Client::poll_event`].
+/// Something that happened, from [`Client::poll_event`] (or, for what
+/// concerns no command, inside [`Step::Event`] from [`Client::poll_step`]).
+///
+/// `U` is the driver's per-command data (see [`Client`]): a completion
+/// hands it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+#[non_exhaustive]
+pub enum Event<U = ()> {
     /// Opt mode: negotiation waits for the caller's next option.
     Negotiating,
     /// `NBD_OPT_STARTTLS` was acknowledged: run the TLS handshake now on the
@@ -348,12 +374,16 @@ pub enum Event {
         /// Extents starting at the request offset.
         extents: Vec<Extent>,
     },
-    /// A command completed.
+    /// A command completed. It is no longer in flight, and its data comes
+    /// back.
     Complete {
         /// The command.
         cookie: u64,
         /// `Ok` or why it failed.
         result: Result<(), CommandError>,
+        /// The data given to [`Client::submit_with`] (`()` for
+        /// [`Client::submit`]).
+        data: U,
     },
     /// The connection ended cleanly.
     Closed,
@@ -380,10 +410,129 @@ enum Phase {
     Dead,
 }
 
-/// The client state machine. See the [module documentation](self) for how to
-/// drive it.
+/// One step of a command's reply, from [`Client::poll_step`], with the
+/// command's data lent (or, on completion, given back).
+///
+/// Unlike [`Event`] this enum is exhaustive on purpose: a driver that
+/// matches it cannot overlook a hole to zero or an error to record, and a
+/// new kind of per-command step would be a breaking change. Everything that
+/// concerns no single command arrives as [`Step::Event`].
 #[derive(Debug)]
-pub struct Client {
+#[must_use = "a step may require the driver to act on its buffer (zero a hole, record an error) or hand back its data"]
+pub enum Step<'a, U> {
+    /// READ payload is now in the command's buffer at `buf_offset`.
+    ReadData {
+        /// The READ command.
+        cookie: u64,
+        /// Offset within the command's buffer.
+        buf_offset: u64,
+        /// Length.
+        len: u64,
+        /// The command's data.
+        data: &'a mut U,
+    },
+    /// A hole: the driver must zero `len` bytes of the command's buffer at
+    /// `buf_offset` (nothing was written there).
+    ReadHole {
+        /// The READ command.
+        cookie: u64,
+        /// Offset within the command's buffer.
+        buf_offset: u64,
+        /// Length.
+        len: u64,
+        /// The command's data.
+        data: &'a mut U,
+    },
+    /// The server reported an error for part of a READ (`ERROR_OFFSET`);
+    /// the command will complete with an error.
+    ReadError {
+        /// The READ command.
+        cookie: u64,
+        /// Offset within the command's buffer.
+        buf_offset: u64,
+        /// The errno.
+        errno: i32,
+        /// The command's data.
+        data: &'a mut U,
+    },
+    /// Block status extents for one metadata context.
+    Extents {
+        /// The BLOCK_STATUS command.
+        cookie: u64,
+        /// The context id (see [`Client::meta_contexts`]).
+        context_id: u32,
+        /// The context's name.
+        context_name: &'a str,
+        /// Extents starting at the request offset.
+        extents: Vec<Extent>,
+        /// The command's data.
+        data: &'a mut U,
+    },
+    /// The command completed: it is no longer in flight, and its data
+    /// comes back.
+    Complete {
+        /// The command.
+        cookie: u64,
+        /// `Ok` or why it failed.
+        result: Result<(), CommandError>,
+        /// The command's data.
+        data: U,
+    },
+    /// Anything else (negotiation, readiness, the end of the connection).
+    Event(Event<U>),
+}
+
+/// READ payload to receive, with the command's data lent: see
+/// [`Client::payload_target`].
+#[derive(Debug)]
+pub struct PayloadTarget<'a, U> {
+    /// The READ command.
+    pub cookie: u64,
+    /// Where in its buffer the next byte goes.
+    pub buf_offset: u64,
+    /// How many bytes, at most, before control bytes resume.
+    pub len: usize,
+    /// The command's data (its buffer).
+    pub data: &'a mut U,
+}
+
+/// The client state machine: no I/O, one connection.
+///
+/// # Usage contract
+///
+/// A driver owns the transport and steps the client (see the
+/// [module documentation](self) for the loop):
+///
+/// * Send what [`Client::transmit_segments`] lists, in order, and report
+///   every byte sent with [`Client::advance_transmit`]; a
+///   [`Segment::External`] is the WRITE payload the driver holds, found
+///   through the command's data it lends.
+/// * Receive into what [`Client::recv_target`] names: protocol bytes go to
+///   [`Client::handle_input`], READ payload into the command's buffer
+///   (found through [`Client::payload_target`]), reported with
+///   [`Client::handle_payload`]. Report the end of the stream
+///   ([`Client::handle_eof`]) and transport failures.
+/// * After each input, drain [`Client::poll_step`] (or
+///   [`Client::poll_event`]): holes must be zeroed by the driver, since
+///   nothing was received for them.
+///
+/// # Per-command data
+///
+/// `U` is whatever the driver needs per command (its buffers, a waker, a
+/// callback): given to [`Client::submit_with`], kept with the command in
+/// the cookie-ordered table of commands in flight (lookup by cookie is
+/// O(1) in the usual case), lent back as `&U` in
+/// [`Segment::External`] and `&mut U` in [`Client::payload_target`] and
+/// every [`Step`] of the reply, and returned by value in the completion
+/// ([`Step::Complete`], [`Event::Complete`]). A driver needs no table of
+/// its own. With the default `U = ()`, [`Client::new`] and
+/// [`Client::submit`] keep simple users simple.
+///
+/// The data stays in the client until the completion is pulled, so a
+/// driver's buffer outlives every step that names it. A client dropped
+/// with commands in flight drops their data.
+#[derive(Debug)]
+pub struct Client<U = ()> {
     config: Config,
     phase: Phase,
     /// Input accumulator for the message being framed.
@@ -399,7 +548,8 @@ pub struct Client {
     /// READ payload being received: (cookie, buf_offset, remaining, chunk start).
     payload: Option<transmit::PayloadState>,
     tx: txqueue::TxQueue,
-    events: VecDeque<Event>,
+    /// Events; a queued completion holds its command's data.
+    events: VecDeque<Event<U>>,
     // Negotiation.
     server_flags: u16,
     sent_client_flags: u32,
@@ -422,7 +572,8 @@ pub struct Client {
     meta_skipped: bool,
     export: ExportInfo,
     // Transmission.
-    cmds: CookieMap<transmit::InFlight>,
+    /// Commands in flight.
+    cmds: CookieMap<transmit::InFlight<U>>,
     next_cookie: u64,
     disconnect_sent: bool,
     want_read: bool,
@@ -432,8 +583,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client about to read the server's greeting.
+    /// A client about to read the server's greeting, with no per-command
+    /// data (see [`Client::with_data`]).
     pub fn new(config: Config) -> Self {
+        Client::with_data(config)
+    }
+}
+
+impl<U> Client<U> {
+    /// A client about to read the server's greeting, carrying a `U` with
+    /// each command ([`Client::submit_with`]).
+    pub fn with_data(config: Config) -> Self {
         let mut c = Client {
             config,
             phase: Phase::Greeting,
@@ -543,6 +703,23 @@ impl Client {
             },
             None => RecvTarget::Control,
         }
+    }
+
+    /// The READ payload to receive next, if any, with its command's data
+    /// lent: where [`RecvTarget::Payload`] says the bytes go, and the
+    /// buffer they go into.
+    #[must_use = "the payload target says where the next bytes go"]
+    pub fn payload_target(&mut self) -> Option<PayloadTarget<'_, U>> {
+        let p = self.payload.as_ref()?;
+        let (cookie, buf_offset) = (p.cookie, p.buf_offset);
+        let len = usize::try_from(p.remaining).unwrap_or(usize::MAX);
+        let data = &mut self.cmds.get_mut(cookie)?.data;
+        Some(PayloadTarget {
+            cookie,
+            buf_offset,
+            len,
+            data,
+        })
     }
 
     /// The server's handshake flags (newstyle), or 0.
@@ -656,7 +833,8 @@ impl Client {
     /// Fills `out` with the pending output in order; returns how many entries
     /// were filled. Send them (e.g. with one `writev`), then call
     /// [`Client::advance_transmit`] with the number of bytes sent.
-    pub fn transmit_segments<'a>(&'a self, out: &mut [Segment<'a>]) -> usize {
+    #[must_use = "only the first n entries are filled"]
+    pub fn transmit_segments<'a>(&'a self, out: &mut [Segment<'a, U>]) -> usize {
         self.transmit_segments_upto(out, usize::MAX)
     }
 
@@ -664,15 +842,18 @@ impl Client {
     /// brings the total to `max_bytes` or more: a driver sending on a
     /// non-blocking socket need not walk more of the queue than one send
     /// can take.
+    #[must_use = "only the first n entries are filled"]
     pub fn transmit_segments_upto<'a>(
         &'a self,
-        out: &mut [Segment<'a>],
+        out: &mut [Segment<'a, U>],
         max_bytes: usize,
     ) -> usize {
         if self.phase == Phase::AwaitTls {
             return 0;
         }
-        self.tx.segments(out, max_bytes)
+        let (cmds, events) = (&self.cmds, &self.events);
+        self.tx
+            .segments(out, max_bytes, |cookie| lookup(cmds, events, cookie))
     }
 
     /// Total bytes pending output.
@@ -702,9 +883,123 @@ impl Client {
         self.update_direction();
     }
 
-    /// The next event, if any.
-    pub fn poll_event(&mut self) -> Option<Event> {
+    /// The next event, if any. A completion brings the command's data
+    /// back; the steps that lend it ([`Client::poll_step`]) come here as
+    /// plain events, the data left in the client (reach it with
+    /// [`Client::data_mut`]).
+    #[must_use = "a dropped event is lost (a completion takes its command's data with it)"]
+    pub fn poll_event(&mut self) -> Option<Event<U>> {
         self.events.pop_front()
+    }
+
+    /// The next step, if any: what [`Client::poll_event`] gives, with the
+    /// command's data lent to every step of a reply (see [`Step`]).
+    #[must_use = "a dropped step is lost (a hole left unzeroed, a completion's data dropped)"]
+    pub fn poll_step(&mut self) -> Option<Step<'_, U>> {
+        let e = self.events.pop_front()?;
+        let cookie = match e {
+            Event::ReadChunk { cookie, .. }
+            | Event::ReadError { cookie, .. }
+            | Event::Extents { cookie, .. } => cookie,
+            Event::Complete {
+                cookie,
+                result,
+                data,
+            } => {
+                return Some(Step::Complete {
+                    cookie,
+                    result,
+                    data,
+                })
+            }
+            e => return Some(Step::Event(e)),
+        };
+        // A command whose completion is queued already has its data there:
+        // usually the very next event (the last chunk of a reply).
+        let contexts = &self.contexts;
+        let next_is_its_completion = matches!(
+            self.events.front(),
+            Some(Event::Complete { cookie: c, .. }) if *c == cookie
+        );
+        let data = if next_is_its_completion {
+            match self.events.front_mut() {
+                Some(Event::Complete { data, .. }) => Some(data),
+                _ => None,
+            }
+        } else {
+            lookup_mut(&mut self.cmds, &mut self.events, cookie)
+        };
+        let Some(data) = data else {
+            debug_assert!(false, "a step for a command not in the table");
+            return None;
+        };
+        Some(match e {
+            Event::ReadChunk {
+                cookie,
+                buf_offset,
+                len,
+                kind: ChunkKind::Data,
+            } => Step::ReadData {
+                cookie,
+                buf_offset,
+                len,
+                data,
+            },
+            Event::ReadChunk {
+                cookie,
+                buf_offset,
+                len,
+                kind: ChunkKind::Hole,
+            } => Step::ReadHole {
+                cookie,
+                buf_offset,
+                len,
+                data,
+            },
+            Event::ReadError {
+                cookie,
+                buf_offset,
+                errno,
+            } => Step::ReadError {
+                cookie,
+                buf_offset,
+                errno,
+                data,
+            },
+            Event::Extents {
+                cookie,
+                context_id,
+                extents,
+            } => Step::Extents {
+                cookie,
+                context_id,
+                // The chunk was checked against the selected contexts.
+                context_name: contexts
+                    .iter()
+                    .find(|m| m.id == context_id)
+                    .map_or("", |m| m.name.as_str()),
+                extents,
+                data,
+            },
+            _ => unreachable!("matched above"),
+        })
+    }
+
+    /// The data of a command in flight (or completed, until its completion
+    /// is pulled).
+    pub fn data(&self, cookie: u64) -> Option<&U> {
+        lookup(&self.cmds, &self.events, cookie)
+    }
+
+    /// The data of a command in flight, mutably (see [`Client::data`]).
+    pub fn data_mut(&mut self, cookie: u64) -> Option<&mut U> {
+        lookup_mut(&mut self.cmds, &mut self.events, cookie)
+    }
+
+    /// Every command in flight with its data, oldest first (completed
+    /// ones whose completion is not pulled yet are not listed).
+    pub fn commands(&self) -> impl Iterator<Item = (u64, &U)> + '_ {
+        self.cmds.iter().map(|(cookie, c)| (cookie, &c.data))
     }
 
     // ----- inputs -----
@@ -712,6 +1007,7 @@ impl Client {
     /// Consumes protocol bytes; returns how many were taken. It takes fewer
     /// than offered only when READ payload starts (see [`Client::recv_target`]),
     /// when TLS must start, or when the connection ended.
+    #[must_use = "bytes not taken must be offered again (or go to READ payload or TLS)"]
     pub fn handle_input(&mut self, input: &[u8]) -> usize {
         let n = self.handle_input_inner(input);
         self.update_direction();
@@ -728,6 +1024,7 @@ impl Client {
     /// Buffered use: consumes all of `input`, handing READ payload to
     /// `sink(cookie, buf_offset, bytes)`. Returns how many bytes were consumed
     /// (less than offered only once TLS must start or the connection ended).
+    #[must_use = "bytes not consumed must be offered again (e.g. to TLS)"]
     pub fn feed(&mut self, input: &[u8], sink: &mut dyn FnMut(u64, u64, &[u8])) -> usize {
         let mut used = 0;
         while used < input.len() {
@@ -814,7 +1111,7 @@ impl Client {
         self.acc.clear();
     }
 
-    fn push_event(&mut self, e: Event) {
+    fn push_event(&mut self, e: Event<U>) {
         self.events.push_back(e);
     }
 
@@ -902,5 +1199,40 @@ impl Client {
         } else {
             self.on_negotiation_message(msg);
         }
+    }
+}
+
+/// A command's data: in flight, or completed with its completion queued
+/// (found near the front of the event queue).
+fn lookup<'a, U>(
+    cmds: &'a CookieMap<transmit::InFlight<U>>,
+    events: &'a VecDeque<Event<U>>,
+    cookie: u64,
+) -> Option<&'a U> {
+    match cmds.get(cookie) {
+        Some(c) => Some(&c.data),
+        None => events.iter().find_map(|e| match e {
+            Event::Complete {
+                cookie: c, data, ..
+            } if *c == cookie => Some(data),
+            _ => None,
+        }),
+    }
+}
+
+/// [`lookup`], mutably.
+fn lookup_mut<'a, U>(
+    cmds: &'a mut CookieMap<transmit::InFlight<U>>,
+    events: &'a mut VecDeque<Event<U>>,
+    cookie: u64,
+) -> Option<&'a mut U> {
+    match cmds.get_mut(cookie) {
+        Some(c) => Some(&mut c.data),
+        None => events.iter_mut().find_map(|e| match e {
+            Event::Complete {
+                cookie: c, data, ..
+            } if *c == cookie => Some(data),
+            _ => None,
+        }),
     }
 }

@@ -88,7 +88,7 @@ fn max_reply_payload(reply_type: u32) -> u32 {
     }
 }
 
-impl Client {
+impl<U> Client<U> {
     pub(super) fn on_negotiation_message(&mut self, msg: &[u8]) {
         let result = match self.expect {
             Expect::GreetingPrefix => self.on_greeting_prefix(msg),

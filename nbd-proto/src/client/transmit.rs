@@ -17,7 +17,9 @@ use alloc::vec::Vec;
 
 /// A command waiting for its reply.
 #[derive(Debug)]
-pub(super) struct InFlight {
+pub(super) struct InFlight<U> {
+    /// The driver's data for the command.
+    pub(super) data: U,
     kind: CommandKind,
     offset: u64,
     length: u64,
@@ -36,7 +38,7 @@ pub(super) struct InFlight {
     tx_start: u64,
 }
 
-impl InFlight {
+impl<U> InFlight<U> {
     fn fail(&mut self, e: CommandError) {
         if self.error.is_none() {
             self.error = Some(e);
@@ -64,7 +66,7 @@ pub(super) struct PayloadState {
     done: bool,
 }
 
-impl Client {
+impl<U> Client<U> {
     pub(super) fn reply_header_len(&self) -> usize {
         if self.extended {
             size::EXTENDED_REPLY
@@ -73,8 +75,36 @@ impl Client {
         }
     }
 
-    /// Queues a command; returns its cookie. Nothing is queued on error.
-    pub fn submit(&mut self, c: Command) -> Result<u64, SubmitError> {
+    /// Queues a command with no data; returns its cookie. Nothing is
+    /// queued on error.
+    pub fn submit(&mut self, c: Command) -> Result<u64, SubmitError>
+    where
+        U: Default,
+    {
+        self.submit_with(c, U::default()).map_err(|(e, _)| e)
+    }
+
+    /// Queues a command carrying `data` (see [`Client`]); returns its
+    /// cookie. On error nothing is queued and the data comes back. An
+    /// `NBD_CMD_DISC` has no reply: its data is dropped at once.
+    pub fn submit_with(&mut self, c: Command, data: U) -> Result<u64, (SubmitError, U)> {
+        match self.enqueue(c) {
+            Ok((cookie, None)) => Ok(cookie),
+            Ok((cookie, Some(f))) => {
+                self.cmds.insert(cookie, f(data));
+                Ok(cookie)
+            }
+            Err(e) => Err((e, data)),
+        }
+    }
+
+    /// Queues a command's request; returns its cookie and, unless it is
+    /// `NBD_CMD_DISC`, how to make its table entry.
+    #[allow(clippy::type_complexity)]
+    fn enqueue(
+        &mut self,
+        c: Command,
+    ) -> Result<(u64, Option<impl FnOnce(U) -> InFlight<U>>), SubmitError> {
         if self.phase != Phase::Transmission {
             return Err(SubmitError::InvalidState("the handle is not connected"));
         }
@@ -134,25 +164,27 @@ impl Client {
         };
         if c.kind == CommandKind::Disconnect {
             self.disconnect_sent = true;
-        } else {
-            self.cmds.insert(
-                cookie,
-                InFlight {
-                    kind: c.kind,
-                    offset,
-                    length,
-                    flags: c.flags,
-                    error: None,
-                    ranges: RangeSet::default(),
-                    simple_data: false,
-                    contexts_seen: Vec::new(),
-                    contexts_wanted,
-                    tx_start,
-                },
-            );
+            self.update_direction();
+            return Ok((cookie, None));
         }
         self.update_direction();
-        Ok(cookie)
+        let (kind, flags) = (c.kind, c.flags);
+        Ok((
+            cookie,
+            Some(move |data| InFlight {
+                data,
+                kind,
+                offset,
+                length,
+                flags,
+                error: None,
+                ranges: RangeSet::default(),
+                simple_data: false,
+                contexts_seen: Vec::new(),
+                contexts_wanted,
+                tx_start,
+            }),
+        ))
     }
 
     /// Ends the session politely: `NBD_CMD_DISC` in transmission (commands in
@@ -162,7 +194,7 @@ impl Client {
             // A second disconnect is refused like any command after the
             // first (libnbd 1.24: EINVAL).
             super::State::Ready | super::State::Processing => self
-                .submit(Command::new(CommandKind::Disconnect, 0, 0))
+                .enqueue(Command::new(CommandKind::Disconnect, 0, 0))
                 .map(|_| ()),
             super::State::Negotiating => self.opt_abort(),
             _ => Err(SubmitError::InvalidState("the handle is not connected")),
@@ -199,14 +231,16 @@ impl Client {
         self.tx.truncate_to(from);
         self.chunks_sent -= unsent.len() as u64;
         for &cookie in &unsent {
-            self.cmds.remove(cookie);
-            self.push_event(Event::Complete {
-                cookie,
-                result: Err(CommandError::new(
-                    errno::ENOTCONN,
-                    "abandoned before it was sent",
-                )),
-            });
+            if let Some(c) = self.cmds.remove(cookie) {
+                self.push_event(Event::Complete {
+                    cookie,
+                    result: Err(CommandError::new(
+                        errno::ENOTCONN,
+                        "abandoned before it was sent",
+                    )),
+                    data: c.data,
+                });
+            }
         }
         self.update_direction();
         unsent.len()
@@ -226,16 +260,21 @@ impl Client {
         self.phase == Phase::Transmission && self.disconnect_sent
     }
 
-    /// Fails every command in flight because the connection ended.
+    /// Fails every command in flight because the connection ended,
+    /// newest first (as libnbd 1.24 does).
     pub(super) fn fail_all(&mut self, why: &ProtocolError) {
-        let cmds = core::mem::take(&mut self.cmds);
-        for (cookie, _) in cmds.iter() {
+        if self.cmds.is_empty() {
+            return;
+        }
+        let failed: Vec<(u64, InFlight<U>)> = self.cmds.drain().collect();
+        for (cookie, c) in failed.into_iter().rev() {
             self.push_event(Event::Complete {
                 cookie,
                 result: Err(CommandError::new(
                     errno::ENOTCONN,
                     format!("connection ended: {why}"),
                 )),
+                data: c.data,
             });
         }
     }
@@ -277,7 +316,12 @@ impl Client {
             Some(e) => Err(e),
             None => Ok(()),
         };
-        self.push_event(Event::Complete { cookie, result });
+        // The data travels with the completion.
+        self.push_event(Event::Complete {
+            cookie,
+            result,
+            data: c.data,
+        });
     }
 
     pub(super) fn after_discard(&mut self) {
@@ -689,8 +733,8 @@ impl Client {
 }
 
 /// Validates the extents of one block status chunk for command `c`.
-fn check_extents(
-    c: &InFlight,
+fn check_extents<U>(
+    c: &InFlight<U>,
     bs: &BlockStatus,
     export_size: u64,
     known: bool,

@@ -7,8 +7,12 @@ use alloc::vec::Vec;
 use bytes::Bytes;
 
 /// One piece of pending output, as [`super::Client::transmit_segments`] reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Segment<'a> {
+///
+/// Exhaustive on purpose: a driver must send every byte of every segment,
+/// so a new kind of segment has to break its match, not fall into a
+/// wildcard arm.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Segment<'a, U = ()> {
     /// Bytes the client owns (headers, option requests, owned payloads).
     Bytes(&'a [u8]),
     /// Payload bytes the driver owns: `len` bytes of the write buffer of command
@@ -20,10 +24,20 @@ pub enum Segment<'a> {
         buf_offset: u64,
         /// How many bytes.
         len: usize,
+        /// The command's data (where the driver keeps the buffer).
+        data: &'a U,
     },
 }
 
-impl Segment<'_> {
+impl<U> Clone for Segment<'_, U> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<U> Copy for Segment<'_, U> {}
+
+impl<U> Segment<'_, U> {
     /// The number of bytes in this segment.
     pub fn len(&self) -> usize {
         match self {
@@ -153,7 +167,15 @@ impl TxQueue {
 
     /// Fills `out` in order, stopping after the segment that brings the total
     /// to `max_bytes` or more.
-    pub(crate) fn segments<'a>(&'a self, out: &mut [Segment<'a>], max_bytes: usize) -> usize {
+    /// An external payload's command data comes from `data(cookie)`; the
+    /// list stops before one whose command is gone (a reply completed it
+    /// before its payload went out).
+    pub(crate) fn segments<'a, U: 'a>(
+        &'a self,
+        out: &mut [Segment<'a, U>],
+        max_bytes: usize,
+        data: impl Fn(u64) -> Option<&'a U>,
+    ) -> usize {
         let mut n = 0;
         let mut bytes = 0;
         for (slot, seg) in out.iter_mut().zip(self.segs.iter()) {
@@ -163,10 +185,14 @@ impl TxQueue {
             *slot = match seg {
                 Seg::Inline { start, end } => Segment::Bytes(&self.buf[*start..*end]),
                 Seg::Owned { data, pos } => Segment::Bytes(&data[*pos..]),
-                Seg::External { cookie, pos, len } => Segment::External {
-                    cookie: *cookie,
-                    buf_offset: *pos,
-                    len: *len,
+                Seg::External { cookie, pos, len } => match data(*cookie) {
+                    Some(data) => Segment::External {
+                        cookie: *cookie,
+                        buf_offset: *pos,
+                        len: *len,
+                        data,
+                    },
+                    None => break,
                 },
             };
             bytes += slot.len();

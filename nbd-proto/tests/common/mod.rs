@@ -86,11 +86,12 @@ pub fn go_ok(size: u64, flags: u16) -> Vec<u8> {
 }
 
 pub fn config(mode: Mode) -> Config {
-    Config {
-        request_structured_replies: mode != Mode::Simple,
-        request_extended_headers: mode == Mode::Extended,
-        request_meta_contexts: vec!["base:allocation".into()],
-        ..Config::default()
+    {
+        let mut config = Config::default();
+        config.request_structured_replies = mode != Mode::Simple;
+        config.request_extended_headers = mode == Mode::Extended;
+        config.request_meta_contexts = vec!["base:allocation".into()];
+        config
     }
 }
 
@@ -170,9 +171,9 @@ impl Harness {
     /// The completion result for a cookie, if seen.
     pub fn completion(&self, cookie: u64) -> Option<Result<(), i32>> {
         self.events.iter().find_map(|e| match e {
-            Event::Complete { cookie: c, result } if *c == cookie => {
-                Some(result.as_ref().map(|_| ()).map_err(|e| e.errno))
-            }
+            Event::Complete {
+                cookie: c, result, ..
+            } if *c == cookie => Some(result.as_ref().map(|_| ()).map_err(|e| e.errno)),
             _ => None,
         })
     }

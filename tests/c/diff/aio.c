@@ -90,6 +90,17 @@ main (int argc, char *argv[])
         (nbd_completion_callback) { .callback = completion_cb,
                                     .user_data = &e1, .free = free_cb }, 0));
   T (wait_for (h, c1));
+  /* A completion callback that returns 0 leaves the command to
+     nbd_aio_command_completed: when are both callbacks freed? */
+  c1 = T (nbd_aio_pread_structured (h, buf[0], 1024, 0,
+        (nbd_chunk_callback) { .callback = chunk_cb, .user_data = "s3",
+                               .free = free_chunk },
+        (nbd_completion_callback) { .callback = completion_cb,
+                                    .user_data = &keep, .free = free_cb }, 0));
+  while (nbd_aio_in_flight (h) > 0)
+    if (nbd_poll (h, -1) == -1) break;
+  T (nbd_aio_in_flight (h));
+  T (nbd_aio_command_completed (h, c1));
   /* A call refused at once still frees both callbacks. */
   T (nbd_aio_pread_structured (h, buf[0], 1024, 0,
         (nbd_chunk_callback) { .callback = chunk_cb, .user_data = "s2",
