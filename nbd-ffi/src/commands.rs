@@ -15,7 +15,7 @@ use crate::constants::{
     LIBNBD_CMD_FLAG_DF, LIBNBD_CMD_FLAG_FAST_ZERO, LIBNBD_CMD_FLAG_FUA, LIBNBD_CMD_FLAG_NO_HOLE,
     LIBNBD_CMD_FLAG_PAYLOAD_LEN, LIBNBD_CMD_FLAG_REQ_ONE, LIBNBD_SHUTDOWN_MASK,
     LIBNBD_STRICT_AUTO_FLAG, LIBNBD_STRICT_BOUNDS, LIBNBD_STRICT_COMMANDS, LIBNBD_STRICT_FLAGS,
-    LIBNBD_STRICT_MASK, LIBNBD_STRICT_PAYLOAD,
+    LIBNBD_STRICT_PAYLOAD,
 };
 use crate::engine::RawBuf;
 use crate::errors::{check_flags, Cause, Error};
@@ -28,25 +28,6 @@ use nbd_proto::consts::transmission_flags as tf;
 use std::ffi::{c_int, c_void, CStr};
 
 pub use crate::exports::commands::*;
-
-/// The command settings of one handle.
-#[derive(Debug)]
-pub(crate) struct CommandSettings {
-    /// `LIBNBD_STRICT_*` checks done on the client side.
-    pub(crate) strict_mode: u32,
-    /// Whether read buffers are zeroed before anything else happens.
-    pub(crate) pread_initialize: bool,
-}
-
-impl Default for CommandSettings {
-    /// libnbd's defaults: every strictness check on, buffers zeroed.
-    fn default() -> Self {
-        CommandSettings {
-            strict_mode: LIBNBD_STRICT_MASK,
-            pread_initialize: true,
-        }
-    }
-}
 
 /// A data command and what it needs.
 pub(crate) enum Op {

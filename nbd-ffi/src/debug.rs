@@ -10,19 +10,11 @@
 use crate::callbacks::{DebugCallback, Owned};
 use crate::errors::Error;
 use crate::handle::HandleInner;
+use crate::settings::DebugSettings;
 use std::ffi::{c_int, CStr, CString};
 use std::io::Write;
 
 pub(crate) use crate::text::{quote, quote_opt};
-
-/// The debug settings of one handle.
-#[derive(Debug)]
-pub(crate) struct DebugSettings {
-    /// Whether messages are produced at all.
-    pub(crate) enabled: bool,
-    /// Where they go instead of stderr.
-    pub(crate) callback: Option<Owned<DebugCallback>>,
-}
 
 impl DebugSettings {
     /// The settings of a new handle: on if `LIBNBD_DEBUG` is exactly "1".

@@ -7,15 +7,13 @@
 //! locks it for its whole duration through `Handle::call`, which is also
 //! where debug traces are written. No threads are created.
 
-use crate::commands::CommandSettings;
-use crate::debug::DebugSettings;
 use crate::errors::Error;
-use crate::negotiation::NegotiationSettings;
 use crate::panic::CReturn;
 use crate::ptr;
+use crate::settings::{
+    CommandSettings, DebugSettings, NegotiationSettings, TlsSettings, UriPolicy,
+};
 use crate::state::State;
-use crate::tls::TlsSettings;
-use crate::uri::UriPolicy;
 use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -44,4 +44,5 @@ mod engine;
 pub mod exports;
 mod hooks;
 mod ptr;
+mod settings;
 mod text;

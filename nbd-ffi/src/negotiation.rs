@@ -9,54 +9,11 @@
 
 pub use crate::exports::negotiation::*;
 
-use crate::constants::LIBNBD_HANDSHAKE_FLAG_MASK;
 use crate::errors::Error;
 use crate::handle::HandleInner;
 use crate::ptr::{self, MallocStr};
 use crate::state::State;
-use std::ffi::{c_int, CStr, CString};
-
-/// The handshake settings of one handle.
-#[derive(Debug)]
-pub(crate) struct NegotiationSettings {
-    /// The export to ask for; empty means the server's default export.
-    pub(crate) export_name: CString,
-    /// Whether to ask for structured replies.
-    pub(crate) request_structured_replies: bool,
-    /// Whether to ask for extended headers (ignored without structured
-    /// replies, which they imply).
-    pub(crate) request_extended_headers: bool,
-    /// Whether connecting (or `nbd_opt_go`/`nbd_opt_info`) selects the
-    /// contexts of `meta_contexts` with `NBD_OPT_SET_META_CONTEXT` first.
-    pub(crate) request_meta_context: bool,
-    /// `LIBNBD_HANDSHAKE_FLAG_*` bits the client is willing to use.
-    pub(crate) handshake_flags: u32,
-    /// Whether to ask for the export's name and description too.
-    pub(crate) full_info: bool,
-    /// Whether to ask for block size constraints.
-    pub(crate) request_block_size: bool,
-    /// Metadata contexts to request, in order.
-    pub(crate) meta_contexts: Vec<CString>,
-    /// Whether connecting stops in the negotiating state (opt mode).
-    pub(crate) opt_mode: bool,
-}
-
-impl Default for NegotiationSettings {
-    /// libnbd's defaults for a new handle.
-    fn default() -> Self {
-        NegotiationSettings {
-            export_name: CString::default(),
-            request_structured_replies: true,
-            request_extended_headers: true,
-            request_meta_context: true,
-            handshake_flags: LIBNBD_HANDSHAKE_FLAG_MASK,
-            full_info: false,
-            request_block_size: true,
-            meta_contexts: Vec::new(),
-            opt_mode: false,
-        }
-    }
-}
+use std::ffi::{c_int, CStr};
 
 /// `nbd_set_export_name`: names longer than 4096 bytes fail with
 /// `ENAMETOOLONG`. While negotiating, the contexts selected for the old

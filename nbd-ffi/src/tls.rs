@@ -20,6 +20,7 @@ use crate::constants::{LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE};
 use crate::errors::Error;
 use crate::handle::HandleInner;
 use crate::ptr::MallocStr;
+use crate::settings::TlsSettings;
 use priority::Priority;
 use std::ffi::{c_char, c_int, CStr, CString};
 
@@ -28,44 +29,6 @@ pub use crate::exports::tls::*;
 /// What `nbd_get_tls_priority` returns when none was set: libnbd's
 /// compile-time default.
 const DEFAULT_PRIORITY: &CStr = c"NORMAL";
-
-/// The TLS settings of one handle.
-#[derive(Debug)]
-pub(crate) struct TlsSettings {
-    /// One of `LIBNBD_TLS_*`.
-    pub(crate) mode: c_int,
-    /// Directory holding certificates, if set.
-    pub(crate) certificates: Option<CString>,
-    /// Whether to verify the server's certificate.
-    pub(crate) verify_peer: bool,
-    /// PSK username, if set (otherwise the login name is used).
-    pub(crate) username: Option<CString>,
-    /// PSK key file, if set.
-    pub(crate) psk_file: Option<CString>,
-    /// `nbd_set_tls_hostname`: the name the server's certificate must
-    /// carry, in preference to the host connected to.
-    pub(crate) hostname: Option<CString>,
-    /// The host name the handle connected to (TCP), once connecting.
-    pub(crate) connect_hostname: Option<CString>,
-    /// `nbd_set_tls_priority`: the string as set, and what it means.
-    pub(crate) priority: Option<(CString, Priority)>,
-}
-
-impl Default for TlsSettings {
-    /// libnbd's defaults: TLS off, peer verification on.
-    fn default() -> Self {
-        TlsSettings {
-            mode: LIBNBD_TLS_DISABLE,
-            certificates: None,
-            verify_peer: true,
-            username: None,
-            psk_file: None,
-            hostname: None,
-            connect_hostname: None,
-            priority: None,
-        }
-    }
-}
 
 impl TlsSettings {
     /// What an NBD URI says about TLS: `nbds` schemes require it, and the

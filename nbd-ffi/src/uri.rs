@@ -10,41 +10,15 @@ pub use parse::{looks_like_uri, NbdUri, Transport, UriError, DEFAULT_PORT, DEFAU
 pub use crate::exports::uri::*;
 
 use crate::constants::{
-    LIBNBD_ALLOW_TRANSPORT_MASK, LIBNBD_ALLOW_TRANSPORT_SSH, LIBNBD_ALLOW_TRANSPORT_TCP,
-    LIBNBD_ALLOW_TRANSPORT_UNIX, LIBNBD_ALLOW_TRANSPORT_VSOCK, LIBNBD_TLS_ALLOW,
-    LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE,
+    LIBNBD_ALLOW_TRANSPORT_SSH, LIBNBD_ALLOW_TRANSPORT_TCP, LIBNBD_ALLOW_TRANSPORT_UNIX,
+    LIBNBD_ALLOW_TRANSPORT_VSOCK, LIBNBD_TLS_DISABLE, LIBNBD_TLS_REQUIRE,
 };
 use crate::errors::Error;
 use crate::handle::HandleInner;
 use crate::ptr::MallocStr;
+use crate::settings::UriPolicy;
 use crate::tls::check_tls_mode;
 use std::ffi::{c_int, CStr};
-
-/// What URIs a handle accepts.
-#[derive(Debug)]
-pub(crate) struct UriPolicy {
-    /// `LIBNBD_ALLOW_TRANSPORT_*` bits.
-    pub(crate) transports: u32,
-    /// `LIBNBD_TLS_*`: forbid, allow or require `nbds` schemes.
-    pub(crate) tls: c_int,
-    /// Whether query parameters may name local files.
-    pub(crate) local_file: bool,
-    /// Whether the `tls-priority` parameter is accepted.
-    pub(crate) tls_priority: bool,
-}
-
-impl Default for UriPolicy {
-    /// libnbd's defaults: every transport, TLS or not, no local files, no
-    /// TLS priority.
-    fn default() -> Self {
-        UriPolicy {
-            transports: LIBNBD_ALLOW_TRANSPORT_MASK,
-            tls: LIBNBD_TLS_ALLOW,
-            local_file: false,
-            tls_priority: false,
-        }
-    }
-}
 
 impl UriPolicy {
     /// Checks a parsed URI against the policy (`EPERM` when refused).
@@ -153,6 +127,7 @@ pub(crate) fn get_uri(inner: &mut HandleInner) -> Result<MallocStr, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::constants::LIBNBD_ALLOW_TRANSPORT_MASK;
 
     fn prep(policy: &UriPolicy, uri: &str) -> Result<NbdUri, Error> {
         prepare_connect(policy, &std::ffi::CString::new(uri).unwrap())
