@@ -43,3 +43,4 @@ mod engine;
 pub mod exports;
 mod hooks;
 mod ptr;
+pub(crate) mod wait;

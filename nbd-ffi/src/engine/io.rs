@@ -1,6 +1,7 @@
 //! The socket side: non-blocking reads into the client (or straight into
 //! a caller's read buffer), gathered writes with `sendmsg`, the TLS
-//! handshake, and the `poll(2)` wait of the synchronous calls.
+//! handshake, and what the wait of the synchronous calls
+//! (`crate::wait`) asks of the engine.
 
 use super::{tls, Engine, EngineError, DIRECTION_READ, DIRECTION_WRITE};
 use nbd_proto::client::{Client, RecvTarget, Segment, State};
@@ -357,15 +358,10 @@ impl Engine {
         }
     }
 
-    /// Waits up to `timeout_ms` (-1: forever) for the socket, then does the
-    /// I/O it is ready for. Returns `Ok(true)` if anything happened.
-    pub(crate) fn poll(&mut self, timeout_ms: i32) -> Result<bool, EngineError> {
-        self.poll2(-1, timeout_ms)
-    }
-
-    /// [`Engine::poll`] that also wakes when `extra` (if not negative) is
-    /// readable (`nbd_poll2`); that counts as something having happened.
-    pub(crate) fn poll2(&mut self, extra: RawFd, timeout_ms: i32) -> Result<bool, EngineError> {
+    /// What a wait on the socket needs: `Ok(None)` when there is nothing to
+    /// wait for because TLS holds decrypted bytes (they were processed),
+    /// else the descriptor, the `poll(2)` events and the direction bits.
+    pub(crate) fn wait_for(&mut self) -> Result<Option<(RawFd, i16, u32)>, EngineError> {
         let Some(fd) = self.fd() else {
             return Err(EngineError::new(
                 libc::ENOTCONN,
@@ -379,7 +375,7 @@ impl Engine {
         if dir & DIRECTION_READ != 0 && self.tls.as_ref().is_some_and(|t| t.pending() > 0) {
             // Decrypted bytes are waiting in OpenSSL: the socket would not say so.
             self.notify_read();
-            return Ok(true);
+            return Ok(None);
         }
         let mut events = 0;
         if dir & DIRECTION_READ != 0 {
@@ -388,61 +384,93 @@ impl Engine {
         if dir & DIRECTION_WRITE != 0 {
             events |= libc::POLLOUT;
         }
-        // poll(2) skips an entry whose descriptor is negative.
-        let mut pfds = [
-            libc::pollfd {
-                fd,
-                events,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: extra,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let nfds = if extra >= 0 { 2 } else { 1 };
-        // SAFETY: nfds valid pollfd entries.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), nfds, timeout_ms) };
-        let pfd = pfds[0];
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(false);
-            }
-            return Err(EngineError::io(&e, "poll"));
-        }
-        if r == 0 {
-            return Ok(false);
-        }
-        if pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+        Ok(Some((fd, events, dir)))
+    }
+
+    /// Does the I/O a `poll(2)` for `dir` (from [`Engine::wait_for`]) found
+    /// the socket ready for.
+    pub(crate) fn after_poll(&mut self, dir: u32, revents: i16) {
+        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
             && dir & DIRECTION_READ != 0
         {
             self.notify_read();
         }
-        if pfd.revents & (libc::POLLOUT | libc::POLLHUP | libc::POLLERR) != 0 {
+        if revents & (libc::POLLOUT | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
             self.notify_write();
         }
-        Ok(true)
     }
 
-    /// Polls until `done` holds; fails when the connection dies first.
-    pub(crate) fn run_until(
-        &mut self,
-        mut done: impl FnMut(&Engine) -> bool,
-    ) -> Result<(), EngineError> {
-        loop {
-            if done(self) {
-                return Ok(());
-            }
-            if let Some(e) = &self.dead {
-                return Err(e.clone());
-            }
-            if self.direction() == 0 {
-                return Err(EngineError::new(libc::ENOTCONN, "the connection is closed"));
-            }
-            self.poll(-1)?;
+    /// Bytes moved either way so far: the wait's measure of progress.
+    pub(crate) fn progress(&self) -> u64 {
+        self.bytes_sent.wrapping_add(self.bytes_received)
+    }
+
+    /// Whether something from the server is due: connecting, a handshake
+    /// or option reply, or commands in flight (an idle connected handle,
+    /// or one negotiating between options, waits for nothing).
+    pub(crate) fn due(&self) -> bool {
+        if self.dead.is_some() || self.direction() == 0 {
+            return false;
         }
+        match self.state() {
+            Some(State::Ready) => !self.cmds.is_empty(),
+            Some(State::Closed | State::Dead) | None => false,
+            _ => true,
+        }
+    }
+
+    /// Ends the connection now because the server made no progress for
+    /// `ms` milliseconds (the `nbdrs_set_timeout` extension): every command
+    /// in flight fails with `ETIMEDOUT`, the handle is dead, and threads
+    /// blocked in `poll(2)` on the socket wake up.
+    pub(crate) fn time_out(&mut self, ms: u64) {
+        if self.dead.is_some() {
+            return;
+        }
+        let e = EngineError::new(
+            libc::ETIMEDOUT,
+            format!("timed out: the server made no progress for {ms} ms"),
+        );
+        self.abort(e);
+    }
+
+    /// Kills the connection with `e`: commands in flight fail with its
+    /// errno, the handle is dead, and pollers of the socket wake up.
+    pub(crate) fn abort(&mut self, e: EngineError) {
+        if self.dead.is_some() {
+            return;
+        }
+        let errno = e.errno;
+        self.dead = Some(e.clone());
+        self.dead_in_transport = true;
+        if self.pending.take().is_some() {
+            // Still connecting: there is no client yet.
+            self.process_events();
+            return;
+        }
+        self.tls = None;
+        if let Some(c) = self.client.as_mut() {
+            c.handle_transport_error("poll", errno);
+        }
+        self.process_events();
+        self.wake_pollers();
+    }
+
+    /// Wakes threads blocked in `poll(2)` on the socket when the connection
+    /// has ended: `shutdown(SHUT_RDWR)` makes the socket readable (end of
+    /// file) and writable (an error) for every poller, with no extra
+    /// descriptor. Only for a dead or closed connection: nothing is lost.
+    pub(crate) fn wake_pollers(&self) {
+        if let Some(fd) = self.fd.as_ref() {
+            // SAFETY: shutdown(2) on our own open socket; failure (not a
+            // socket, already shut down) is harmless.
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+    }
+
+    /// Whether the connection has ended (dead or closed).
+    pub(crate) fn ended(&self) -> bool {
+        matches!(self.state(), Some(State::Dead | State::Closed))
     }
 }
 

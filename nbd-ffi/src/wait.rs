@@ -1,0 +1,268 @@
+//! How calls wait for the server: the synchronous API (`nbd_pread`,
+//! `nbd_connect_*`, `nbd_opt_*`, `nbd_shutdown`, ...) and `nbd_poll`.
+//!
+//! # The lock is not held while waiting
+//!
+//! A waiting call gives the handle's lock up around the blocking `poll(2)`
+//! and takes it again to do the I/O and re-check its condition, so that
+//! other threads' calls on the same handle (`nbd_aio_in_flight`,
+//! `nbd_aio_pread`, `nbd_aio_disconnect`, `nbd_shutdown`, ...) go on while
+//! one thread is blocked. Callbacks run with the lock held, as before.
+//!
+//! Several threads may wait on one handle. Only one of them polls the
+//! socket at a time (the one that found no other poller); the others wait
+//! on the handle's condition variable, which the poller signals once it has
+//! done the I/O its `poll(2)` woke it for (which may have completed their
+//! commands); when it leaves, another waiter takes its place. The socket
+//! is read by one thread at a time, and no extra descriptor is needed.
+//!
+//! A waiting thread must not stay blocked when another thread's call ends
+//! the connection: after any call that leaves the connection dead or
+//! closed while a thread is polling (for example the end of `nbd_shutdown`
+//! or a failed command's I/O), the socket is shut down (`shutdown(2)`,
+//! `SHUT_RDWR`), which makes it readable (end of file) for the poller.
+//! What ends a connection is unchanged from libnbd: the server hanging up
+//! (also after `nbd_shutdown`/`nbd_aio_disconnect`), a failure, a child
+//! process killed with `nbd_kill_subprocess`, or the timeout below. A
+//! caller that drives the socket itself (`nbd_aio_notify_read`) while
+//! another thread waits in a synchronous call on the same handle takes the
+//! waiter's input: do not mix the two on one handle.
+//!
+//! # The timeout extension
+//!
+//! `nbdrs_set_timeout` (declared in `libnbd-ext.h`) sets a limit, in
+//! milliseconds, on how long the server may make no progress while
+//! something from it is due (connecting, the handshake including TLS, an
+//! option's reply, the reply of a command in flight): progress is any byte
+//! received or sent on the connection. When a waiting call (the synchronous
+//! API, or `nbd_poll`/`nbd_poll2`) finds the limit passed, the connection is
+//! killed: the call returns -1 with `ETIMEDOUT`, every command in flight
+//! completes with `ETIMEDOUT`, and the handle is dead. 0 (the default)
+//! turns it off: libnbd's behaviour, waiting forever. A caller driving
+//! the socket with its own loop (`nbd_aio_notify_*`) never waits in the
+//! library, so the timeout does not apply to it.
+
+use crate::engine::EngineError;
+use crate::handle::Locked;
+use std::time::{Duration, Instant};
+
+/// The waiting threads and the timeout of one handle.
+#[derive(Debug, Default)]
+pub(crate) struct WaitState {
+    /// A thread is blocked in `poll(2)` on the socket without the lock.
+    polling: bool,
+    /// Counts the polls that did I/O: a waiting thread that sees it move
+    /// knows that something happened.
+    epoch: u64,
+    /// `nbdrs_set_timeout`, in milliseconds (0: none).
+    pub(crate) timeout_ms: u64,
+    /// Since when the server has made no progress (while something is due).
+    stalled_since: Option<Instant>,
+    /// [`crate::engine::Engine::progress`] when last looked at.
+    seen_progress: u64,
+}
+
+/// How often a thread waiting for the poller also checks the extra
+/// descriptor of `nbd_poll2` (it cannot wait on both at once).
+const EXTRA_FD_SLICE: Duration = Duration::from_millis(10);
+
+impl Locked<'_> {
+    /// Waits until `done` holds; fails when the connection dies first (or
+    /// the timeout extension kills it).
+    pub(crate) fn run_until(
+        &mut self,
+        mut done: impl FnMut(&crate::engine::Engine) -> bool,
+    ) -> Result<(), EngineError> {
+        loop {
+            if done(&self.engine) {
+                return Ok(());
+            }
+            if let Some(e) = self.engine.death() {
+                return Err(e.clone());
+            }
+            if self.engine.direction() == 0 {
+                return Err(EngineError::new(libc::ENOTCONN, "the connection is closed"));
+            }
+            let limit = self.stall_limit()?;
+            self.wait_once(-1, limit)?;
+        }
+    }
+
+    /// `nbd_poll2`: waits up to `timeout_ms` (negative: forever) for the
+    /// socket (or `extra`, if not negative, to be readable) and does the
+    /// I/O; returns whether anything happened.
+    pub(crate) fn poll_once(&mut self, extra: i32, timeout_ms: i32) -> Result<bool, EngineError> {
+        let deadline = u64::try_from(timeout_ms)
+            .ok()
+            .map(|ms| Instant::now() + Duration::from_millis(ms));
+        loop {
+            let stall = self.stall_limit()?;
+            let mine = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let limit = match (mine, stall) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let progressed = self.wait_once(extra, limit)?;
+            if progressed {
+                return Ok(true);
+            }
+            if self.engine.death().is_some() {
+                return Ok(true);
+            }
+            match deadline {
+                Some(d) if Instant::now() >= d => return Ok(false),
+                // The stall limit woke it: check it (and go on waiting).
+                _ => {}
+            }
+        }
+    }
+
+    /// The time left before the timeout extension fires, if it is on and
+    /// something is due; fires it (killing the connection) when none is.
+    fn stall_limit(&mut self) -> Result<Option<Duration>, EngineError> {
+        let ms = self.wait.timeout_ms;
+        if ms == 0 || !self.engine.due() {
+            self.wait.stalled_since = None;
+            return Ok(None);
+        }
+        let now = Instant::now();
+        let progress = self.engine.progress();
+        let since = match self.wait.stalled_since {
+            Some(t) if progress == self.wait.seen_progress => t,
+            _ => {
+                self.wait.stalled_since = Some(now);
+                self.wait.seen_progress = progress;
+                now
+            }
+        };
+        let limit = Duration::from_millis(ms);
+        let waited = now.saturating_duration_since(since);
+        if waited >= limit {
+            self.wait.stalled_since = None;
+            self.engine.time_out(ms);
+            self.handle.woken.notify_all();
+            return Err(self
+                .engine
+                .death()
+                .cloned()
+                .unwrap_or_else(|| EngineError::new(libc::ETIMEDOUT, "timed out")));
+        }
+        Ok(Some(limit - waited))
+    }
+
+    /// One wait: polls the socket without the lock (and does the I/O it is
+    /// ready for), or, when another thread polls it already, waits for that
+    /// thread to signal. `limit` bounds the wait (`None`: forever). Returns
+    /// whether anything happened.
+    fn wait_once(&mut self, extra: i32, limit: Option<Duration>) -> Result<bool, EngineError> {
+        if self.wait.polling {
+            return Ok(self.wait_for_poller(extra, limit));
+        }
+        let Some((fd, events, dir)) = self.engine.wait_for()? else {
+            return Ok(true);
+        };
+        let timeout = match limit {
+            None => -1,
+            // Rounded up: waking a little early would only loop.
+            Some(d) => i32::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX),
+        };
+        let mut pfds = [
+            libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: extra,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let nfds = if extra >= 0 { 2 } else { 1 };
+        self.wait.polling = true;
+        self.guard = None;
+        // SAFETY: nfds valid pollfd entries. The socket stays open while
+        // the lock is given up: only nbd_close closes it, and no other
+        // thread may close a handle in use.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), nfds, timeout) };
+        let err = std::io::Error::last_os_error();
+        self.relock();
+        self.wait.polling = false;
+        let result = if r < 0 {
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(EngineError::io(&err, "poll"))
+            }
+        } else if r == 0 {
+            Ok(false)
+        } else {
+            if self.engine.fd() == Some(fd) {
+                self.engine.after_poll(dir, pfds[0].revents);
+            }
+            Ok(true)
+        };
+        self.wait.epoch = self.wait.epoch.wrapping_add(1);
+        // The others re-check their condition; one of them polls next.
+        self.handle.woken.notify_all();
+        result
+    }
+
+    /// Waits for the thread polling the socket to signal (or `limit`).
+    fn wait_for_poller(&mut self, extra: i32, limit: Option<Duration>) -> bool {
+        let epoch = self.wait.epoch;
+        let start = Instant::now();
+        loop {
+            let mut slice = limit.map(|l| l.saturating_sub(start.elapsed()));
+            if extra >= 0 {
+                slice = Some(slice.map_or(EXTRA_FD_SLICE, |s| s.min(EXTRA_FD_SLICE)));
+            }
+            let Some(guard) = self.guard.take() else {
+                return false;
+            };
+            let guard = match slice {
+                None => self
+                    .handle
+                    .woken
+                    .wait(guard)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                Some(d) => {
+                    self.handle
+                        .woken
+                        .wait_timeout(guard, d)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+            };
+            self.guard = Some(guard);
+            if self.wait.epoch != epoch || !self.wait.polling {
+                return self.wait.epoch != epoch;
+            }
+            if extra >= 0 && readable(extra) {
+                return true;
+            }
+            if limit.is_some_and(|l| start.elapsed() >= l) {
+                return false;
+            }
+        }
+    }
+
+    /// After a call: if it ended the connection while another thread is
+    /// blocked polling the socket, wake that thread.
+    pub(crate) fn wake_poller_if_ended(&mut self) {
+        if self.wait.polling && self.engine.ended() {
+            self.engine.wake_pollers();
+        }
+    }
+}
+
+/// Whether `fd` is readable now.
+fn readable(fd: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd entry; a zero timeout does not block.
+    unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+}
