@@ -29,6 +29,7 @@ pub mod commands;
 pub mod connect;
 pub mod debug;
 pub mod errors;
+pub mod ext;
 pub mod handle;
 pub mod info;
 pub mod negotiation;

@@ -78,9 +78,9 @@ fn other_threads_go_on_while_one_waits_in_pread() {
     seen.recv_timeout(Duration::from_secs(10))
         .expect("the server got the read");
     // A is waiting (or about to): the lock must not keep B out.
-    // SAFETY (each closure): h is open until the threads are joined.
-    let n = promptly("nbd_aio_in_flight", move || unsafe {
-        nbd_ffi::aio::nbd_aio_in_flight(h.h())
+    let n = promptly("nbd_aio_in_flight", move || {
+        // SAFETY: h is open until the threads are joined.
+        unsafe { nbd_ffi::aio::nbd_aio_in_flight(h.h()) }
     });
     assert_eq!(n, 1, "the read is in flight");
     let probe = Probe::new();

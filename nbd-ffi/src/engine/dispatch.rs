@@ -22,7 +22,7 @@ impl Engine {
         }
     }
 
-    fn handle_event(&mut self, ev: Event) {
+    pub(super) fn handle_event(&mut self, ev: Event) {
         match ev {
             Event::ReadChunk {
                 cookie,

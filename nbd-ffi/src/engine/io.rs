@@ -4,7 +4,7 @@
 //! (`crate::wait`) asks of the engine.
 
 use super::{tls, Engine, EngineError, DIRECTION_READ, DIRECTION_WRITE};
-use nbd_proto::client::{Client, RecvTarget, Segment, State};
+use nbd_proto::client::{Client, Event, RecvTarget, Segment, State};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -452,7 +452,25 @@ impl Engine {
         if let Some(c) = self.client.as_mut() {
             c.handle_transport_error("poll", errno);
         }
-        self.process_events();
+        // The client fails the commands in flight with ENOTCONN (how libnbd
+        // reports a connection that died under them): these get `e`'s errno.
+        while let Some(ev) = self.client.as_mut().and_then(|c| c.poll_event()) {
+            let ev = match ev {
+                Event::Complete {
+                    cookie,
+                    result: Err(mut why),
+                } => {
+                    why.errno = errno;
+                    why.message = e.message.clone();
+                    Event::Complete {
+                        cookie,
+                        result: Err(why),
+                    }
+                }
+                other => other,
+            };
+            self.handle_event(ev);
+        }
         self.wake_pollers();
     }
 
