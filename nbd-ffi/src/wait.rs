@@ -54,6 +54,9 @@ pub(crate) struct WaitState {
     /// Counts the polls that did I/O: a waiting thread that sees it move
     /// knows that something happened.
     epoch: u64,
+    /// Threads waiting on the condition variable for the poller (it is
+    /// signalled only when there are some: a wake-up is a system call).
+    followers: usize,
     /// `nbdrs_set_timeout`, in milliseconds (0: none).
     pub(crate) timeout_ms: u64,
     /// Since when the server has made no progress (while something is due).
@@ -140,7 +143,7 @@ impl Locked<'_> {
         if waited >= limit {
             self.wait.stalled_since = None;
             self.engine.time_out(ms);
-            self.handle.woken.notify_all();
+            self.wake_followers();
             return Err(self
                 .engine
                 .death()
@@ -204,7 +207,7 @@ impl Locked<'_> {
         };
         self.wait.epoch = self.wait.epoch.wrapping_add(1);
         // The others re-check their condition; one of them polls next.
-        self.handle.woken.notify_all();
+        self.wake_followers();
         result
     }
 
@@ -220,7 +223,9 @@ impl Locked<'_> {
             let Some(guard) = self.guard.take() else {
                 return false;
             };
-            let guard = match slice {
+            let mut guard = guard;
+            guard.wait.followers += 1;
+            let mut guard = match slice {
                 None => self
                     .handle
                     .woken
@@ -234,6 +239,7 @@ impl Locked<'_> {
                         .0
                 }
             };
+            guard.wait.followers -= 1;
             self.guard = Some(guard);
             if self.wait.epoch != epoch || !self.wait.polling {
                 return self.wait.epoch != epoch;
@@ -244,6 +250,13 @@ impl Locked<'_> {
             if limit.is_some_and(|l| start.elapsed() >= l) {
                 return false;
             }
+        }
+    }
+
+    /// Signals the threads waiting for the poller, if there are any.
+    fn wake_followers(&self) {
+        if self.wait.followers > 0 {
+            self.handle.woken.notify_all();
         }
     }
 
