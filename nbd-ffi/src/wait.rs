@@ -164,6 +164,9 @@ impl Locked<'_> {
         let Some((fd, events, dir)) = self.engine.wait_for()? else {
             return Ok(true);
         };
+        if extra < 0 && self.engine.edge_waitable() {
+            return self.wait_edge(fd, dir, limit);
+        }
         let timeout = match limit {
             None => -1,
             // Rounded up: waking a little early would only loop.
@@ -207,6 +210,40 @@ impl Locked<'_> {
         };
         self.wait.epoch = self.wait.epoch.wrapping_add(1);
         // The others re-check their condition; one of them polls next.
+        self.wake_followers();
+        result
+    }
+
+    /// [`Locked::wait_once`] on a plain connected socket: through this
+    /// thread's edge-triggered poller ([`edge`]), after the I/O the socket
+    /// may be ready for without a new edge.
+    fn wait_edge(
+        &mut self,
+        fd: i32,
+        dir: u32,
+        limit: Option<Duration>,
+    ) -> Result<bool, EngineError> {
+        if self.engine.io_without_edge(dir) {
+            return Ok(true);
+        }
+        let serial = self.engine.serial();
+        self.wait.polling = true;
+        self.guard = None;
+        let r = edge::wait(fd, serial, dir & crate::engine::DIRECTION_WRITE != 0, limit);
+        self.relock();
+        self.wait.polling = false;
+        let result = match r {
+            Ok(Some(ev)) => {
+                if self.engine.fd() == Some(fd) {
+                    self.engine.after_edge(dir, ev.rx, ev.tx, ev.hup);
+                }
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(false),
+            Err(e) => Err(EngineError::io(&e, "epoll_wait")),
+        };
+        self.wait.epoch = self.wait.epoch.wrapping_add(1);
         self.wake_followers();
         result
     }
@@ -278,4 +315,150 @@ fn readable(fd: i32) -> bool {
     };
     // SAFETY: one valid pollfd entry; a zero timeout does not block.
     unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+}
+
+/// The edge-triggered wait: one `mio::Poll` (an epoll instance) per thread
+/// that waits, created on its first wait and closed when the thread exits,
+/// never one per handle. A connection's socket is registered in it once
+/// (readable and writable, edge-triggered) the first time the thread waits
+/// on it; the registration goes away with the socket. The engine tracks
+/// what an edge would not repeat (`rx_maybe`, `tx_full`), so waiting costs
+/// one `epoll_wait` where `poll(2)` cost one `poll`.
+mod edge {
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll, Token};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::io;
+    use std::os::fd::RawFd;
+    use std::time::Duration;
+
+    /// What this thread's poller knows of one descriptor.
+    struct Known {
+        /// The connection registered under this descriptor number.
+        serial: u64,
+        /// Edges seen while waiting for another descriptor, not yet used.
+        seen: Ready,
+        /// Whether writability is registered too (only while a write
+        /// waits: the socket turns writable each time the peer reads,
+        /// and those edges would only wake the reader up early).
+        write: bool,
+    }
+
+    /// One thread's poller.
+    struct ThreadPoll {
+        poll: Poll,
+        events: Events,
+        known: HashMap<RawFd, Known>,
+    }
+
+    thread_local! {
+        static THREAD_POLL: RefCell<Option<ThreadPoll>> = const { RefCell::new(None) };
+    }
+
+    /// What an edge said.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub(super) struct Ready {
+        /// Readable (also on hang-up and error).
+        pub(super) rx: bool,
+        /// Writable (also on hang-up and error).
+        pub(super) tx: bool,
+        /// The peer closed, or the socket failed.
+        pub(super) hup: bool,
+    }
+
+    impl Ready {
+        fn any(self) -> bool {
+            self.rx || self.tx || self.hup
+        }
+
+        fn merge(&mut self, o: Ready) {
+            self.rx |= o.rx;
+            self.tx |= o.tx;
+            self.hup |= o.hup;
+        }
+    }
+
+    /// Waits up to `limit` (`None`: forever) for an edge on `fd`, the
+    /// socket of connection `serial` (for input, and for room to write if
+    /// `write`); returns what it said, or `None` when the time ran out.
+    pub(super) fn wait(
+        fd: RawFd,
+        serial: u64,
+        write: bool,
+        limit: Option<Duration>,
+    ) -> io::Result<Option<Ready>> {
+        THREAD_POLL.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(ThreadPoll {
+                    poll: Poll::new()?,
+                    events: Events::with_capacity(8),
+                    known: HashMap::new(),
+                });
+            }
+            let Some(tp) = slot.as_mut() else {
+                return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+            };
+            let token = Token(fd as usize);
+            let interest = if write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            match tp.known.get_mut(&fd) {
+                Some(k) if k.serial == serial => {
+                    if k.seen.rx || k.seen.hup || (write && k.seen.tx) {
+                        return Ok(Some(std::mem::take(&mut k.seen)));
+                    }
+                    if k.write != write {
+                        // Rare: only around a full socket buffer.
+                        tp.poll
+                            .registry()
+                            .reregister(&mut SourceFd(&fd), token, interest)?;
+                        k.write = write;
+                    }
+                }
+                _ => {
+                    let registry = tp.poll.registry();
+                    match registry.register(&mut SourceFd(&fd), token, interest) {
+                        Ok(()) => {}
+                        // A closed socket's registration lives on while
+                        // another process holds it: take it over.
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                            registry.reregister(&mut SourceFd(&fd), token, interest)?
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    tp.known.insert(
+                        fd,
+                        Known {
+                            serial,
+                            seen: Ready::default(),
+                            write,
+                        },
+                    );
+                }
+            }
+            tp.poll.poll(&mut tp.events, limit)?;
+            let mut got = Ready::default();
+            for ev in tp.events.iter() {
+                let hup = ev.is_error() || ev.is_read_closed();
+                let this = Ready {
+                    rx: ev.is_readable() || hup,
+                    tx: ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+                    hup,
+                };
+                let efd = ev.token().0 as RawFd;
+                if efd == fd {
+                    got.merge(this);
+                } else if let Some(k) = tp.known.get_mut(&efd) {
+                    // Another connection this thread waited on before:
+                    // keep the edge for its next wait here.
+                    k.seen.merge(this);
+                }
+            }
+            Ok(got.any().then_some(got))
+        })
+    }
 }

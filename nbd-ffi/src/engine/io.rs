@@ -92,11 +92,21 @@ impl Engine {
                                 self.bytes_received += n as u64;
                                 // (TLS reads until OpenSSL says it needs more.)
                                 drained = n < len && self.tls.is_none();
+                                self.rx_maybe = !drained || self.rx_hup;
                                 client.handle_payload(n);
                             }
-                            Recv::Eof => client.handle_eof(),
-                            Recv::Again => break,
-                            Recv::Failed(e) => transport_failed(client, "recv", &e),
+                            Recv::Eof => {
+                                self.rx_maybe = false;
+                                client.handle_eof()
+                            }
+                            Recv::Again => {
+                                self.rx_maybe = false;
+                                break;
+                            }
+                            Recv::Failed(e) => {
+                                self.rx_maybe = false;
+                                transport_failed(client, "recv", &e)
+                            }
                         }
                     }
                 }
@@ -109,6 +119,11 @@ impl Engine {
                             break;
                         }
                     } else if drained || (got_input && client.state() == State::Ready) {
+                        if !drained {
+                            // Nothing is due: what the server sends next
+                            // (a reply, a hang-up) comes with a new edge.
+                            self.rx_maybe = self.rx_hup;
+                        }
                         // Ready after reading the replies: none is due, so
                         // another recv would only say EAGAIN (at QD1, one
                         // per request). A call that has read nothing yet
@@ -138,10 +153,20 @@ impl Engine {
                                 self.rend = n;
                                 got_input = true;
                                 drained = n < want && self.tls.is_none();
+                                self.rx_maybe = !drained || self.rx_hup;
                             }
-                            Recv::Eof => client.handle_eof(),
-                            Recv::Again => break,
-                            Recv::Failed(e) => transport_failed(client, "recv", &e),
+                            Recv::Eof => {
+                                self.rx_maybe = false;
+                                client.handle_eof()
+                            }
+                            Recv::Again => {
+                                self.rx_maybe = false;
+                                break;
+                            }
+                            Recv::Failed(e) => {
+                                self.rx_maybe = false;
+                                transport_failed(client, "recv", &e)
+                            }
                         }
                     }
                 }
@@ -329,7 +354,10 @@ impl Engine {
             if r < 0 {
                 let e = io::Error::last_os_error();
                 match e.kind() {
-                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::WouldBlock => {
+                        self.tx_full = true;
+                        break;
+                    }
                     io::ErrorKind::Interrupted => continue,
                     _ => {
                         transport_failed(client, "send", &e);
@@ -339,7 +367,8 @@ impl Engine {
             }
             self.bytes_sent += r as u64;
             client.advance_transmit(r as usize);
-            if (r as usize) < offered {
+            self.tx_full = (r as usize) < offered;
+            if self.tx_full {
                 // A short send filled the socket buffer: another call now
                 // would only say EAGAIN. The caller polls for POLLOUT.
                 break;
@@ -396,6 +425,66 @@ impl Engine {
             self.notify_read();
         }
         if revents & (libc::POLLOUT | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            self.notify_write();
+        }
+    }
+
+    /// Whether the socket can be waited for edge-triggered
+    /// (`crate::wait`): a plain connected socket. Connecting, TLS (whose
+    /// reads and writes OpenSSL drives) and dead connections are waited
+    /// for with `poll(2)`.
+    pub(crate) fn edge_waitable(&self) -> bool {
+        self.pending.is_none() && self.tls.is_none() && self.fd.is_some() && self.dead.is_none()
+    }
+
+    /// This connection's number in the process (assigned on first use).
+    pub(crate) fn serial(&mut self) -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        if self.serial == 0 {
+            self.serial = NEXT.fetch_add(1, Ordering::Relaxed);
+        }
+        self.serial
+    }
+
+    /// Before an edge-triggered wait for `dir`: does the I/O the socket
+    /// may be ready for without a new edge (input left unread, room to
+    /// write not yet found missing). Returns whether that made progress
+    /// (else the caller waits: the engine now knows the socket is empty,
+    /// or full).
+    pub(crate) fn io_without_edge(&mut self, dir: u32) -> bool {
+        let before = (self.progress(), self.direction(), self.state());
+        if dir & DIRECTION_READ != 0 && self.rx_maybe {
+            self.notify_read();
+        }
+        if dir & DIRECTION_WRITE != 0 && !self.tx_full {
+            self.notify_write();
+        }
+        // A read that found nothing cleared rx_maybe; one that stopped
+        // early (a full buffer) made progress and left it set.
+        before != (self.progress(), self.direction(), self.state())
+    }
+
+    /// After an edge-triggered wait for `dir` reported the socket readable
+    /// (`rx`) and/or writable (`tx`, errors and hang-ups count as both),
+    /// and whether the peer closed or the socket failed (`hup`): does the
+    /// I/O.
+    pub(crate) fn after_edge(&mut self, dir: u32, rx: bool, tx: bool, hup: bool) {
+        if rx {
+            self.rx_maybe = true;
+        }
+        if hup {
+            // The end of the stream waits behind whatever data came with
+            // it, and no other edge will announce it.
+            self.rx_hup = true;
+        }
+        if tx {
+            self.tx_full = false;
+        }
+        if rx && dir & DIRECTION_READ != 0 {
+            self.notify_read();
+        }
+        if tx {
             self.notify_write();
         }
     }

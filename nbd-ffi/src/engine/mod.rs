@@ -120,6 +120,19 @@ pub(crate) struct Engine {
     bytes_sent: u64,
     /// Protocol bytes received (after TLS), for `nbd_stats_bytes_received`.
     bytes_received: u64,
+    /// The socket may hold input no readiness edge will announce again:
+    /// the last read filled its buffer, or an edge came and nothing has
+    /// read since ([`io`]: the edge-triggered wait).
+    rx_maybe: bool,
+    /// An edge said the peer closed (or the socket failed): reads go on
+    /// until they see it, short reads notwithstanding.
+    rx_hup: bool,
+    /// The last send found the socket buffer full: writing waits for a
+    /// writable edge.
+    tx_full: bool,
+    /// This connection's number in the process, for the per-thread
+    /// readiness registrations (0: none yet).
+    serial: u64,
 }
 
 /// A read of at least this many bytes counts as large: while one is in
@@ -152,6 +165,10 @@ impl Engine {
             closing: false,
             bytes_sent: 0,
             bytes_received: 0,
+            rx_maybe: true,
+            rx_hup: false,
+            tx_full: false,
+            serial: 0,
         }
     }
 
