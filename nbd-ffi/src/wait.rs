@@ -226,15 +226,20 @@ impl Locked<'_> {
         if self.engine.io_without_edge(dir) {
             return Ok(true);
         }
-        let serial = self.engine.serial();
+        let mut reg = self.engine.edge_reg;
         self.wait.polling = true;
         self.guard = None;
-        let r = edge::wait(fd, serial, dir & crate::engine::DIRECTION_WRITE != 0, limit);
+        let write = dir & crate::engine::DIRECTION_WRITE != 0;
+        let r = edge::wait(fd, &mut reg, write, limit);
         self.relock();
         self.wait.polling = false;
+        let same_socket = self.engine.fd() == Some(fd);
+        if same_socket {
+            self.engine.edge_reg = reg;
+        }
         let result = match r {
             Ok(Some(ev)) => {
-                if self.engine.fd() == Some(fd) {
+                if same_socket {
                     self.engine.after_edge(dir, ev.rx, ev.tx, ev.hup);
                 }
                 Ok(true)
@@ -317,44 +322,44 @@ fn readable(fd: i32) -> bool {
     unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
 }
 
+/// Where a connection's socket is registered for edge-triggered waits
+/// (kept by the engine, so that no thread keeps a table of handles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EdgeReg {
+    /// The poller (one per thread, numbered from 1) it was last
+    /// registered in; 0: none.
+    poller: u64,
+    /// Whether writability is registered too (only while a write waits:
+    /// the socket turns writable each time the peer reads, and those edges
+    /// would only wake the reader up early).
+    write: bool,
+}
+
+impl EdgeReg {
+    /// Not registered anywhere.
+    pub(crate) const NONE: EdgeReg = EdgeReg {
+        poller: 0,
+        write: false,
+    };
+}
+
 /// The edge-triggered wait: one `mio::Poll` (an epoll instance) per thread
 /// that waits, created on its first wait and closed when the thread exits,
-/// never one per handle. A connection's socket is registered in it once
-/// (readable and writable, edge-triggered) the first time the thread waits
-/// on it; the registration goes away with the socket. The engine tracks
-/// what an edge would not repeat (`rx_maybe`, `tx_full`), so waiting costs
-/// one `epoll_wait` where `poll(2)` cost one `poll`.
+/// never one per handle. A connection's socket is registered in it (for
+/// input, edge-triggered) the first time the thread waits on it, again
+/// only when another thread waited on it in between or a write must wait
+/// too; the registration goes away with the socket. The engine tracks what
+/// an edge does not repeat (`rx_maybe`, `rx_hup`, `tx_full`), so waiting
+/// costs one `epoll_wait` where `poll(2)` cost one `poll`.
 mod edge {
+    use super::EdgeReg;
     use mio::unix::SourceFd;
     use mio::{Events, Interest, Poll, Token};
     use std::cell::RefCell;
-    use std::collections::HashMap;
     use std::io;
     use std::os::fd::RawFd;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
-
-    /// What this thread's poller knows of one descriptor.
-    struct Known {
-        /// The connection registered under this descriptor number.
-        serial: u64,
-        /// Edges seen while waiting for another descriptor, not yet used.
-        seen: Ready,
-        /// Whether writability is registered too (only while a write
-        /// waits: the socket turns writable each time the peer reads,
-        /// and those edges would only wake the reader up early).
-        write: bool,
-    }
-
-    /// One thread's poller.
-    struct ThreadPoll {
-        poll: Poll,
-        events: Events,
-        known: HashMap<RawFd, Known>,
-    }
-
-    thread_local! {
-        static THREAD_POLL: RefCell<Option<ThreadPoll>> = const { RefCell::new(None) };
-    }
 
     /// What an edge said.
     #[derive(Debug, Clone, Copy, Default)]
@@ -379,12 +384,30 @@ mod edge {
         }
     }
 
-    /// Waits up to `limit` (`None`: forever) for an edge on `fd`, the
-    /// socket of connection `serial` (for input, and for room to write if
-    /// `write`); returns what it said, or `None` when the time ran out.
+    /// One thread's poller.
+    struct ThreadPoll {
+        /// Its number ([`EdgeReg::poller`]).
+        id: u64,
+        poll: Poll,
+        events: Events,
+        /// Edges of other sockets registered here that came while this
+        /// thread waited for another one: kept for their next wait here.
+        stray: Vec<(RawFd, Ready)>,
+    }
+
+    thread_local! {
+        static THREAD_POLL: RefCell<Option<ThreadPoll>> = const { RefCell::new(None) };
+    }
+
+    /// Numbers the pollers.
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+    /// Waits up to `limit` (`None`: forever) for an edge on `fd`, whose
+    /// registration is `reg` (updated), for input and, if `write`, room to
+    /// write; returns what the edge said, or `None` when the time ran out.
     pub(super) fn wait(
         fd: RawFd,
-        serial: u64,
+        reg: &mut EdgeReg,
         write: bool,
         limit: Option<Duration>,
     ) -> io::Result<Option<Ready>> {
@@ -392,9 +415,10 @@ mod edge {
             let mut slot = cell.borrow_mut();
             if slot.is_none() {
                 *slot = Some(ThreadPoll {
+                    id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                     poll: Poll::new()?,
                     events: Events::with_capacity(8),
-                    known: HashMap::new(),
+                    stray: Vec::new(),
                 });
             }
             let Some(tp) = slot.as_mut() else {
@@ -406,39 +430,37 @@ mod edge {
             } else {
                 Interest::READABLE
             };
-            match tp.known.get_mut(&fd) {
-                Some(k) if k.serial == serial => {
-                    if k.seen.rx || k.seen.hup || (write && k.seen.tx) {
-                        return Ok(Some(std::mem::take(&mut k.seen)));
-                    }
-                    if k.write != write {
-                        // Rare: only around a full socket buffer.
-                        tp.poll
-                            .registry()
-                            .reregister(&mut SourceFd(&fd), token, interest)?;
-                        k.write = write;
+            if reg.poller == tp.id {
+                if let Some(i) = tp.stray.iter().position(|(f, _)| *f == fd) {
+                    let (_, seen) = tp.stray.swap_remove(i);
+                    if seen.rx || seen.hup || (write && seen.tx) {
+                        return Ok(Some(seen));
                     }
                 }
-                _ => {
-                    let registry = tp.poll.registry();
-                    match registry.register(&mut SourceFd(&fd), token, interest) {
-                        Ok(()) => {}
-                        // A closed socket's registration lives on while
-                        // another process holds it: take it over.
-                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                            registry.reregister(&mut SourceFd(&fd), token, interest)?
-                        }
-                        Err(e) => return Err(e),
-                    }
-                    tp.known.insert(
-                        fd,
-                        Known {
-                            serial,
-                            seen: Ready::default(),
-                            write,
-                        },
-                    );
+                if reg.write != write {
+                    // Rare: only around a full socket buffer.
+                    tp.poll
+                        .registry()
+                        .reregister(&mut SourceFd(&fd), token, interest)?;
+                    reg.write = write;
                 }
+            } else {
+                let registry = tp.poll.registry();
+                match registry.register(&mut SourceFd(&fd), token, interest) {
+                    Ok(()) => {}
+                    // Registered here before (another thread waited on it
+                    // since), or a closed socket's registration lives on
+                    // while another process holds it: take it over.
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        registry.reregister(&mut SourceFd(&fd), token, interest)?
+                    }
+                    Err(e) => return Err(e),
+                }
+                tp.stray.retain(|(f, _)| *f != fd);
+                *reg = EdgeReg {
+                    poller: tp.id,
+                    write,
+                };
             }
             tp.poll.poll(&mut tp.events, limit)?;
             let mut got = Ready::default();
@@ -452,10 +474,10 @@ mod edge {
                 let efd = ev.token().0 as RawFd;
                 if efd == fd {
                     got.merge(this);
-                } else if let Some(k) = tp.known.get_mut(&efd) {
-                    // Another connection this thread waited on before:
-                    // keep the edge for its next wait here.
-                    k.seen.merge(this);
+                } else if let Some((_, seen)) = tp.stray.iter_mut().find(|(f, _)| *f == efd) {
+                    seen.merge(this);
+                } else {
+                    tp.stray.push((efd, this));
                 }
             }
             Ok(got.any().then_some(got))

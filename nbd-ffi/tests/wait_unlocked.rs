@@ -140,3 +140,57 @@ fn two_threads_waiting_on_one_handle_both_get_their_replies() {
     }
     c.finish();
 }
+
+#[test]
+fn one_thread_waiting_on_two_handles_misses_no_reply() {
+    // The synchronous wait is edge-triggered, with one poller per thread:
+    // a reply to handle 1 that arrives while the thread waits on handle 2
+    // must still be seen when the thread next waits on handle 1, though no
+    // new data comes then.
+    let c1 = Conn::ready(Export::new(Mode::Structured), setup::none, |s| s.serve());
+    let c2 = Conn::ready(Export::new(Mode::Structured), setup::none, |s| s.serve());
+    let buf = Guarded::new(4096);
+    // A synchronous wait on each registers both sockets with this thread.
+    assert_eq!(c1.pread(&buf, 0), 0, "{:?}", last_error());
+    assert_eq!(c2.pread(&buf, 0), 0, "{:?}", last_error());
+    let probe = Probe::new();
+    assert!(c1.aio_pread(Guarded::leaked(4096), 4096, probe.completion()) > 0);
+    // (Not needed for the test to pass: gives the reply time to arrive
+    // before the wait on handle 2, which is the case checked.)
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(c2.pread(&buf, 8192), 0, "{:?}", last_error());
+    assert_eq!(probe.calls(), 0, "nothing has read handle 1 yet");
+    // Only the reply already in handle 1's socket can wake this.
+    // SAFETY: h is open.
+    let rc = unsafe { nbd_ffi::aio::nbd_poll(c1.h, 10_000) };
+    assert_eq!(rc, 1, "nbd_poll missed the reply: {:?}", last_error());
+    assert_eq!(*probe.errors.lock().unwrap(), vec![0]);
+    c1.finish();
+    c2.finish();
+}
+
+#[test]
+fn a_handle_waited_on_by_one_thread_then_another() {
+    // Each thread's poller registers the socket when that thread waits;
+    // switching back and forth loses nothing.
+    let c = Conn::ready(Export::new(Mode::Structured), setup::none, |s| s.serve());
+    let h = Shared(c.h);
+    for round in 0..4u64 {
+        let offset = round * 4096;
+        std::thread::spawn(move || {
+            let buf = Guarded::new(4096);
+            // SAFETY: h is open until the threads are joined; buf is
+            // writable for its length.
+            let rc =
+                unsafe { nbd_ffi::commands::nbd_pread(h.h(), buf.ptr(), buf.len(), offset, 0) };
+            assert_eq!(rc, 0, "{:?}", last_error());
+            assert_eq!(buf.inside(), &pattern(offset, 4096)[..]);
+        })
+        .join()
+        .expect("reader");
+        let buf = Guarded::new(4096);
+        assert_eq!(c.pread(&buf, offset), 0, "{:?}", last_error());
+        assert_eq!(buf.inside(), &pattern(offset, 4096)[..]);
+    }
+    c.finish();
+}

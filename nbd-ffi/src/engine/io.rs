@@ -437,16 +437,6 @@ impl Engine {
         self.pending.is_none() && self.tls.is_none() && self.fd.is_some() && self.dead.is_none()
     }
 
-    /// This connection's number in the process (assigned on first use).
-    pub(crate) fn serial(&mut self) -> u64 {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        if self.serial == 0 {
-            self.serial = NEXT.fetch_add(1, Ordering::Relaxed);
-        }
-        self.serial
-    }
-
     /// Before an edge-triggered wait for `dir`: does the I/O the socket
     /// may be ready for without a new edge (input left unread, room to
     /// write not yet found missing). Returns whether that made progress

@@ -130,9 +130,9 @@ pub(crate) struct Engine {
     /// The last send found the socket buffer full: writing waits for a
     /// writable edge.
     tx_full: bool,
-    /// This connection's number in the process, for the per-thread
-    /// readiness registrations (0: none yet).
-    serial: u64,
+    /// Where the socket is registered for edge-triggered waits: the
+    /// waiting thread's poller (`crate::wait`), 0 for none.
+    pub(crate) edge_reg: crate::wait::EdgeReg,
 }
 
 /// A read of at least this many bytes counts as large: while one is in
@@ -168,7 +168,7 @@ impl Engine {
             rx_maybe: true,
             rx_hup: false,
             tx_full: false,
-            serial: 0,
+            edge_reg: crate::wait::EdgeReg::NONE,
         }
     }
 
