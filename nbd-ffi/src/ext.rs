@@ -40,7 +40,7 @@ pub unsafe extern "C" fn nbdrs_set_timeout(h: *mut Handle, ms: u64) -> c_int {
                 if i64::try_from(ms).is_err() {
                     return Err(Error::Invalid("timeout too large".into()));
                 }
-                inner.wait.timeout_ms = ms;
+                inner.wait.set_timeout_ms(ms);
                 Ok(0)
             },
         )
@@ -59,7 +59,7 @@ pub unsafe extern "C" fn nbdrs_get_timeout(h: *mut Handle) -> i64 {
         // SAFETY: h is NULL or open (see # Safety).
         let h = unsafe { ptr::handle(h) }?;
         h.call(fname, String::new, |inner| -> Result<i64, Error> {
-            Ok(i64::try_from(inner.wait.timeout_ms).unwrap_or(i64::MAX))
+            Ok(i64::try_from(inner.wait.timeout_ms()).unwrap_or(i64::MAX))
         })
     })
 }

@@ -53,16 +53,42 @@ pub(crate) struct WaitState {
     polling: bool,
     /// Counts the polls that did I/O: a waiting thread that sees it move
     /// knows that something happened.
-    epoch: u64,
+    epoch: u16,
     /// Threads waiting on the condition variable for the poller (it is
     /// signalled only when there are some: a wake-up is a system call).
-    followers: usize,
-    /// `nbdrs_set_timeout`, in milliseconds (0: none).
-    pub(crate) timeout_ms: u64,
+    followers: u32,
+    /// `nbdrs_set_timeout`, boxed: most handles never set one, and every
+    /// idle handle would pay for it.
+    timeout: Option<Box<Timeout>>,
+}
+
+/// The timeout extension's state.
+#[derive(Debug)]
+struct Timeout {
+    /// The limit in milliseconds (never 0).
+    ms: u64,
     /// Since when the server has made no progress (while something is due).
     stalled_since: Option<Instant>,
     /// [`crate::engine::Engine::progress`] when last looked at.
     seen_progress: u64,
+}
+
+impl WaitState {
+    /// `nbdrs_get_timeout`: the limit in milliseconds, 0 for none.
+    pub(crate) fn timeout_ms(&self) -> u64 {
+        self.timeout.as_ref().map_or(0, |t| t.ms)
+    }
+
+    /// `nbdrs_set_timeout`: 0 turns it off.
+    pub(crate) fn set_timeout_ms(&mut self, ms: u64) {
+        self.timeout = (ms > 0).then(|| {
+            Box::new(Timeout {
+                ms,
+                stalled_since: None,
+                seen_progress: 0,
+            })
+        });
+    }
 }
 
 /// How often a thread waiting for the poller also checks the extra
@@ -123,25 +149,29 @@ impl Locked<'_> {
     /// The time left before the timeout extension fires, if it is on and
     /// something is due; fires it (killing the connection) when none is.
     fn stall_limit(&mut self) -> Result<Option<Duration>, EngineError> {
-        let ms = self.wait.timeout_ms;
-        if ms == 0 || !self.engine.due() {
-            self.wait.stalled_since = None;
+        let due = self.engine.due();
+        let progress = self.engine.progress();
+        let Some(t) = self.wait.timeout.as_mut() else {
+            return Ok(None);
+        };
+        if !due {
+            t.stalled_since = None;
             return Ok(None);
         }
+        let ms = t.ms;
         let now = Instant::now();
-        let progress = self.engine.progress();
-        let since = match self.wait.stalled_since {
-            Some(t) if progress == self.wait.seen_progress => t,
+        let since = match t.stalled_since {
+            Some(since) if progress == t.seen_progress => since,
             _ => {
-                self.wait.stalled_since = Some(now);
-                self.wait.seen_progress = progress;
+                t.stalled_since = Some(now);
+                t.seen_progress = progress;
                 now
             }
         };
         let limit = Duration::from_millis(ms);
         let waited = now.saturating_duration_since(since);
         if waited >= limit {
-            self.wait.stalled_since = None;
+            t.stalled_since = None;
             self.engine.time_out(ms);
             self.wake_followers();
             return Err(self
@@ -235,7 +265,7 @@ impl Locked<'_> {
         self.wait.polling = false;
         let same_socket = self.engine.fd() == Some(fd);
         if same_socket {
-            self.engine.edge_reg = reg;
+            self.engine.edge_reg.take_registration(reg);
         }
         let result = match r {
             Ok(Some(ev)) => {
@@ -322,25 +352,95 @@ fn readable(fd: i32) -> bool {
     unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
 }
 
-/// Where a connection's socket is registered for edge-triggered waits
-/// (kept by the engine, so that no thread keeps a table of handles).
+/// A connection's socket as the edge-triggered wait knows it, kept by the
+/// engine (so that no thread keeps a table of handles) in four bytes,
+/// which every idle handle carries:
+///
+/// * the poller (one per thread, numbered from 1; 0: none) it was last
+///   registered in (28 bits: after 2^28 threads the numbers wrap, 0 is
+///   skipped), and whether writability is registered too (only while a
+///   write waits: the socket turns writable each time the peer reads, and
+///   those edges would only wake the reader up early);
+/// * what an edge does not repeat: the socket may hold input no edge will
+///   announce again (`rx_maybe`: the last read filled its buffer, or an
+///   edge came and nothing has read since); an edge said the peer closed
+///   or the socket failed (`rx_hup`: reads go on until they see it, short
+///   reads notwithstanding); the last send found the buffer full
+///   (`tx_full`: writing waits for a writable edge).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct EdgeReg {
-    /// The poller (one per thread, numbered from 1) it was last
-    /// registered in; 0: none.
-    poller: u64,
-    /// Whether writability is registered too (only while a write waits:
-    /// the socket turns writable each time the peer reads, and those edges
-    /// would only wake the reader up early).
-    write: bool,
-}
+pub(crate) struct EdgeReg(u32);
 
 impl EdgeReg {
-    /// Not registered anywhere.
-    pub(crate) const NONE: EdgeReg = EdgeReg {
-        poller: 0,
-        write: false,
-    };
+    /// Not registered anywhere; input may be waiting.
+    pub(crate) const NONE: EdgeReg = EdgeReg(Self::RX_MAYBE);
+    const POLLER: u32 = (1 << 28) - 1;
+    const WRITE: u32 = 1 << 28;
+    const RX_MAYBE: u32 = 1 << 29;
+    const RX_HUP: u32 = 1 << 30;
+    const TX_FULL: u32 = 1 << 31;
+    const REGISTRATION: u32 = Self::POLLER | Self::WRITE;
+
+    fn poller(self) -> u32 {
+        self.0 & Self::POLLER
+    }
+
+    fn write(self) -> bool {
+        self.0 & Self::WRITE != 0
+    }
+
+    /// Records a registration, keeping the flags.
+    fn register(&mut self, poller: u32, write: bool) {
+        let w = if write { Self::WRITE } else { 0 };
+        self.0 = (self.0 & !Self::REGISTRATION) | (poller & Self::POLLER) | w;
+    }
+
+    /// Takes `other`'s registration, keeping this one's flags (which
+    /// other threads may have changed meanwhile).
+    fn take_registration(&mut self, other: EdgeReg) {
+        self.0 = (self.0 & !Self::REGISTRATION) | (other.0 & Self::REGISTRATION);
+    }
+
+    fn flag(self, bit: u32) -> bool {
+        self.0 & bit != 0
+    }
+
+    fn set_flag(&mut self, bit: u32, on: bool) {
+        if on {
+            self.0 |= bit;
+        } else {
+            self.0 &= !bit;
+        }
+    }
+
+    /// Input may be waiting that no edge will announce.
+    pub(crate) fn rx_maybe(self) -> bool {
+        self.flag(Self::RX_MAYBE)
+    }
+
+    /// See [`EdgeReg::rx_maybe`].
+    pub(crate) fn set_rx_maybe(&mut self, on: bool) {
+        self.set_flag(Self::RX_MAYBE, on);
+    }
+
+    /// An edge said the peer closed or the socket failed.
+    pub(crate) fn rx_hup(self) -> bool {
+        self.flag(Self::RX_HUP)
+    }
+
+    /// See [`EdgeReg::rx_hup`].
+    pub(crate) fn set_rx_hup(&mut self, on: bool) {
+        self.set_flag(Self::RX_HUP, on);
+    }
+
+    /// The last send found the socket buffer full.
+    pub(crate) fn tx_full(self) -> bool {
+        self.flag(Self::TX_FULL)
+    }
+
+    /// See [`EdgeReg::tx_full`].
+    pub(crate) fn set_tx_full(&mut self, on: bool) {
+        self.set_flag(Self::TX_FULL, on);
+    }
 }
 
 /// The edge-triggered wait: one `mio::Poll` (an epoll instance) per thread
@@ -358,7 +458,7 @@ mod edge {
     use std::cell::RefCell;
     use std::io;
     use std::os::fd::RawFd;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
 
     /// What an edge said.
@@ -387,7 +487,7 @@ mod edge {
     /// One thread's poller.
     struct ThreadPoll {
         /// Its number ([`EdgeReg::poller`]).
-        id: u64,
+        id: u32,
         poll: Poll,
         events: Events,
         /// Edges of other sockets registered here that came while this
@@ -400,7 +500,7 @@ mod edge {
     }
 
     /// Numbers the pollers.
-    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
     /// Waits up to `limit` (`None`: forever) for an edge on `fd`, whose
     /// registration is `reg` (updated), for input and, if `write`, room to
@@ -414,8 +514,12 @@ mod edge {
         THREAD_POLL.with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.is_none() {
+                let mut id = NEXT_ID.fetch_add(1, Ordering::Relaxed) & EdgeReg::POLLER;
+                if id == 0 {
+                    id = NEXT_ID.fetch_add(1, Ordering::Relaxed) & EdgeReg::POLLER;
+                }
                 *slot = Some(ThreadPoll {
-                    id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                    id,
                     poll: Poll::new()?,
                     events: Events::with_capacity(8),
                     stray: Vec::new(),
@@ -430,19 +534,19 @@ mod edge {
             } else {
                 Interest::READABLE
             };
-            if reg.poller == tp.id {
+            if reg.poller() == tp.id {
                 if let Some(i) = tp.stray.iter().position(|(f, _)| *f == fd) {
                     let (_, seen) = tp.stray.swap_remove(i);
                     if seen.rx || seen.hup || (write && seen.tx) {
                         return Ok(Some(seen));
                     }
                 }
-                if reg.write != write {
+                if reg.write() != write {
                     // Rare: only around a full socket buffer.
                     tp.poll
                         .registry()
                         .reregister(&mut SourceFd(&fd), token, interest)?;
-                    reg.write = write;
+                    reg.register(tp.id, write);
                 }
             } else {
                 let registry = tp.poll.registry();
@@ -457,10 +561,7 @@ mod edge {
                     Err(e) => return Err(e),
                 }
                 tp.stray.retain(|(f, _)| *f != fd);
-                *reg = EdgeReg {
-                    poller: tp.id,
-                    write,
-                };
+                reg.register(tp.id, write);
             }
             tp.poll.poll(&mut tp.events, limit)?;
             let mut got = Ready::default();

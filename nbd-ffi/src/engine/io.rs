@@ -92,19 +92,20 @@ impl Engine {
                                 self.bytes_received += n as u64;
                                 // (TLS reads until OpenSSL says it needs more.)
                                 drained = n < len && self.tls.is_none();
-                                self.rx_maybe = !drained || self.rx_hup;
+                                self.edge_reg
+                                    .set_rx_maybe(!drained || self.edge_reg.rx_hup());
                                 client.handle_payload(n);
                             }
                             Recv::Eof => {
-                                self.rx_maybe = false;
+                                self.edge_reg.set_rx_maybe(false);
                                 client.handle_eof()
                             }
                             Recv::Again => {
-                                self.rx_maybe = false;
+                                self.edge_reg.set_rx_maybe(false);
                                 break;
                             }
                             Recv::Failed(e) => {
-                                self.rx_maybe = false;
+                                self.edge_reg.set_rx_maybe(false);
                                 transport_failed(client, "recv", &e)
                             }
                         }
@@ -122,7 +123,7 @@ impl Engine {
                         if !drained {
                             // Nothing is due: what the server sends next
                             // (a reply, a hang-up) comes with a new edge.
-                            self.rx_maybe = self.rx_hup;
+                            self.edge_reg.set_rx_maybe(self.edge_reg.rx_hup());
                         }
                         // Ready after reading the replies: none is due, so
                         // another recv would only say EAGAIN (at QD1, one
@@ -153,18 +154,19 @@ impl Engine {
                                 self.rend = n;
                                 got_input = true;
                                 drained = n < want && self.tls.is_none();
-                                self.rx_maybe = !drained || self.rx_hup;
+                                self.edge_reg
+                                    .set_rx_maybe(!drained || self.edge_reg.rx_hup());
                             }
                             Recv::Eof => {
-                                self.rx_maybe = false;
+                                self.edge_reg.set_rx_maybe(false);
                                 client.handle_eof()
                             }
                             Recv::Again => {
-                                self.rx_maybe = false;
+                                self.edge_reg.set_rx_maybe(false);
                                 break;
                             }
                             Recv::Failed(e) => {
-                                self.rx_maybe = false;
+                                self.edge_reg.set_rx_maybe(false);
                                 transport_failed(client, "recv", &e)
                             }
                         }
@@ -355,7 +357,7 @@ impl Engine {
                 let e = io::Error::last_os_error();
                 match e.kind() {
                     io::ErrorKind::WouldBlock => {
-                        self.tx_full = true;
+                        self.edge_reg.set_tx_full(true);
                         break;
                     }
                     io::ErrorKind::Interrupted => continue,
@@ -367,8 +369,9 @@ impl Engine {
             }
             self.bytes_sent += r as u64;
             client.advance_transmit(r as usize);
-            self.tx_full = (r as usize) < offered;
-            if self.tx_full {
+            let full = (r as usize) < offered;
+            self.edge_reg.set_tx_full(full);
+            if full {
                 // A short send filled the socket buffer: another call now
                 // would only say EAGAIN. The caller polls for POLLOUT.
                 break;
@@ -444,10 +447,10 @@ impl Engine {
     /// or full).
     pub(crate) fn io_without_edge(&mut self, dir: u32) -> bool {
         let before = (self.progress(), self.direction(), self.state());
-        if dir & DIRECTION_READ != 0 && self.rx_maybe {
+        if dir & DIRECTION_READ != 0 && self.edge_reg.rx_maybe() {
             self.notify_read();
         }
-        if dir & DIRECTION_WRITE != 0 && !self.tx_full {
+        if dir & DIRECTION_WRITE != 0 && !self.edge_reg.tx_full() {
             self.notify_write();
         }
         // A read that found nothing cleared rx_maybe; one that stopped
@@ -461,15 +464,15 @@ impl Engine {
     /// I/O.
     pub(crate) fn after_edge(&mut self, dir: u32, rx: bool, tx: bool, hup: bool) {
         if rx {
-            self.rx_maybe = true;
+            self.edge_reg.set_rx_maybe(true);
         }
         if hup {
             // The end of the stream waits behind whatever data came with
             // it, and no other edge will announce it.
-            self.rx_hup = true;
+            self.edge_reg.set_rx_hup(true);
         }
         if tx {
-            self.tx_full = false;
+            self.edge_reg.set_tx_full(false);
         }
         if rx && dir & DIRECTION_READ != 0 {
             self.notify_read();

@@ -120,18 +120,9 @@ pub(crate) struct Engine {
     bytes_sent: u64,
     /// Protocol bytes received (after TLS), for `nbd_stats_bytes_received`.
     bytes_received: u64,
-    /// The socket may hold input no readiness edge will announce again:
-    /// the last read filled its buffer, or an edge came and nothing has
-    /// read since ([`io`]: the edge-triggered wait).
-    rx_maybe: bool,
-    /// An edge said the peer closed (or the socket failed): reads go on
-    /// until they see it, short reads notwithstanding.
-    rx_hup: bool,
-    /// The last send found the socket buffer full: writing waits for a
-    /// writable edge.
-    tx_full: bool,
-    /// Where the socket is registered for edge-triggered waits: the
-    /// waiting thread's poller (`crate::wait`), 0 for none.
+    /// The edge-triggered wait's state of the socket (`crate::wait`):
+    /// where it is registered, and what an edge would not repeat (input
+    /// maybe left unread, a hang-up seen, the send buffer full).
     pub(crate) edge_reg: crate::wait::EdgeReg,
 }
 
@@ -165,9 +156,6 @@ impl Engine {
             closing: false,
             bytes_sent: 0,
             bytes_received: 0,
-            rx_maybe: true,
-            rx_hup: false,
-            tx_full: false,
             edge_reg: crate::wait::EdgeReg::NONE,
         }
     }
