@@ -3,18 +3,23 @@
 //!
 //! # The lock is not held while waiting
 //!
-//! A waiting call gives the handle's lock up around the blocking `poll(2)`
-//! and takes it again to do the I/O and re-check its condition, so that
+//! A waiting call gives the handle's lock up around the blocking wait
+//! (an edge-triggered `epoll_wait` through this thread's `mio::Poll` for a
+//! plain connected socket, see `edge` below and the engine's module
+//! documentation; `poll(2)` while connecting, for TLS and for `nbd_poll2`'s
+//! extra descriptor) and takes it again to do the I/O and re-check its
+//! condition, so that
 //! other threads' calls on the same handle (`nbd_aio_in_flight`,
 //! `nbd_aio_pread`, `nbd_aio_disconnect`, `nbd_shutdown`, ...) go on while
 //! one thread is blocked. Callbacks run with the lock held, as before.
 //!
 //! Several threads may wait on one handle. Only one of them polls the
 //! socket at a time (the one that found no other poller); the others wait
-//! on the handle's condition variable, which the poller signals once it has
-//! done the I/O its `poll(2)` woke it for (which may have completed their
-//! commands); when it leaves, another waiter takes its place. The socket
-//! is read by one thread at a time, and no extra descriptor is needed.
+//! on the handle's condition variable, which the poller signals (only if
+//! someone waits: a wake-up is a system call) once it has done the I/O its
+//! wait woke it for (which may have completed their commands); when it
+//! leaves, another waiter takes its place. The socket is read by one
+//! thread at a time, and no extra descriptor is needed.
 //!
 //! A waiting thread must not stay blocked when another thread's call ends
 //! the connection: after any call that leaves the connection dead or
@@ -23,7 +28,10 @@
 //! `SHUT_RDWR`), which makes it readable (end of file) for the poller.
 //! What ends a connection is unchanged from libnbd: the server hanging up
 //! (also after `nbd_shutdown`/`nbd_aio_disconnect`), a failure, a child
-//! process killed with `nbd_kill_subprocess`, or the timeout below. A
+//! process killed with `nbd_kill_subprocess`, or the timeout below (which
+//! wakes pollers the same way). With a server that stops answering and no
+//! timeout, `nbd_shutdown` waits as in libnbd (it waits for the server to
+//! close); the timeout is the way out. A
 //! caller that drives the socket itself (`nbd_aio_notify_read`) while
 //! another thread waits in a synchronous call on the same handle takes the
 //! waiter's input: do not mix the two on one handle.
@@ -256,7 +264,7 @@ impl Locked<'_> {
         if self.engine.io_without_edge(dir) {
             return Ok(true);
         }
-        let mut reg = self.engine.edge_reg;
+        let mut reg = self.engine.edge_reg.bits();
         self.wait.polling = true;
         self.guard = None;
         let write = dir & crate::engine::DIRECTION_WRITE != 0;
@@ -367,8 +375,42 @@ fn readable(fd: i32) -> bool {
 ///   or the socket failed (`rx_hup`: reads go on until they see it, short
 ///   reads notwithstanding); the last send found the buffer full
 ///   (`tx_full`: writing waits for a writable edge).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// A thread's poller stays open while a connection registered in it is
+/// open: dropping this (with the engine) releases the registration, and
+/// the last one closes the poller's descriptor, so that closing every
+/// handle leaves no descriptor behind.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct EdgeReg(u32);
+
+impl Drop for EdgeReg {
+    fn drop(&mut self) {
+        let id = self.bits().poller();
+        if id != 0 {
+            edge::release(id);
+        }
+    }
+}
+
+/// The bits of an [`EdgeReg`], to carry through a wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bits(u32);
+
+impl Bits {
+    fn poller(self) -> u32 {
+        self.0 & EdgeReg::POLLER
+    }
+
+    fn write(self) -> bool {
+        self.0 & EdgeReg::WRITE != 0
+    }
+
+    /// Records a registration, keeping the flags.
+    fn register(&mut self, poller: u32, write: bool) {
+        let w = if write { EdgeReg::WRITE } else { 0 };
+        self.0 = (self.0 & !EdgeReg::REGISTRATION) | (poller & EdgeReg::POLLER) | w;
+    }
+}
 
 impl EdgeReg {
     /// Not registered anywhere; input may be waiting.
@@ -380,27 +422,18 @@ impl EdgeReg {
     const TX_FULL: u32 = 1 << 31;
     const REGISTRATION: u32 = Self::POLLER | Self::WRITE;
 
-    fn poller(self) -> u32 {
-        self.0 & Self::POLLER
-    }
-
-    fn write(self) -> bool {
-        self.0 & Self::WRITE != 0
-    }
-
-    /// Records a registration, keeping the flags.
-    fn register(&mut self, poller: u32, write: bool) {
-        let w = if write { Self::WRITE } else { 0 };
-        self.0 = (self.0 & !Self::REGISTRATION) | (poller & Self::POLLER) | w;
+    fn bits(&self) -> Bits {
+        Bits(self.0)
     }
 
     /// Takes `other`'s registration, keeping this one's flags (which
-    /// other threads may have changed meanwhile).
-    fn take_registration(&mut self, other: EdgeReg) {
+    /// other threads may have changed meanwhile). The registration it
+    /// replaces was released when `other` was made.
+    fn take_registration(&mut self, other: Bits) {
         self.0 = (self.0 & !Self::REGISTRATION) | (other.0 & Self::REGISTRATION);
     }
 
-    fn flag(self, bit: u32) -> bool {
+    fn flag(&self, bit: u32) -> bool {
         self.0 & bit != 0
     }
 
@@ -413,7 +446,7 @@ impl EdgeReg {
     }
 
     /// Input may be waiting that no edge will announce.
-    pub(crate) fn rx_maybe(self) -> bool {
+    pub(crate) fn rx_maybe(&self) -> bool {
         self.flag(Self::RX_MAYBE)
     }
 
@@ -423,7 +456,7 @@ impl EdgeReg {
     }
 
     /// An edge said the peer closed or the socket failed.
-    pub(crate) fn rx_hup(self) -> bool {
+    pub(crate) fn rx_hup(&self) -> bool {
         self.flag(Self::RX_HUP)
     }
 
@@ -433,7 +466,7 @@ impl EdgeReg {
     }
 
     /// The last send found the socket buffer full.
-    pub(crate) fn tx_full(self) -> bool {
+    pub(crate) fn tx_full(&self) -> bool {
         self.flag(Self::TX_FULL)
     }
 
@@ -452,13 +485,14 @@ impl EdgeReg {
 /// an edge does not repeat (`rx_maybe`, `rx_hup`, `tx_full`), so waiting
 /// costs one `epoll_wait` where `poll(2)` cost one `poll`.
 mod edge {
-    use super::EdgeReg;
+    use super::{Bits, EdgeReg};
     use mio::unix::SourceFd;
     use mio::{Events, Interest, Poll, Token};
     use std::cell::RefCell;
     use std::io;
     use std::os::fd::RawFd;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex, PoisonError};
     use std::time::Duration;
 
     /// What an edge said.
@@ -484,11 +518,21 @@ mod edge {
         }
     }
 
-    /// One thread's poller.
-    struct ThreadPoll {
-        /// Its number ([`EdgeReg::poller`]).
+    /// One thread's poller, shared with the connections registered in it
+    /// (whose engines release it when they close).
+    struct Poller {
+        /// Its number ([`EdgeReg`]'s low bits).
         id: u32,
-        poll: Poll,
+        /// Open connections whose registration is here.
+        live: AtomicUsize,
+        /// Only its thread waits on it; others take it (`try_lock`) only
+        /// to close it.
+        inner: Mutex<Inner>,
+    }
+
+    struct Inner {
+        /// `None` once closed.
+        poll: Option<Poll>,
         events: Events,
         /// Edges of other sockets registered here that came while this
         /// thread waited for another one: kept for their next wait here.
@@ -496,92 +540,151 @@ mod edge {
     }
 
     thread_local! {
-        static THREAD_POLL: RefCell<Option<ThreadPoll>> = const { RefCell::new(None) };
+        static MINE: RefCell<Option<Arc<Poller>>> = const { RefCell::new(None) };
     }
+
+    /// The open pollers, to find one by number when a connection closes.
+    static OPEN: Mutex<Vec<Arc<Poller>>> = Mutex::new(Vec::new());
 
     /// Numbers the pollers.
     static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closes `p` if no connection is registered there any more and its
+    /// thread is not using it now (then that thread closes it).
+    fn close_if_unused(p: &Arc<Poller>) {
+        if p.live.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let Ok(mut inner) = p.inner.try_lock() else {
+            return;
+        };
+        if p.live.load(Ordering::Acquire) == 0 && inner.poll.is_some() {
+            inner.poll = None;
+            inner.stray = Vec::new();
+            drop(inner);
+            lock(&OPEN).retain(|q| q.id != p.id);
+        }
+    }
+
+    /// A connection registered in poller `id` closed (or moved to another
+    /// thread's poller).
+    pub(super) fn release(id: u32) {
+        let found = lock(&OPEN).iter().find(|p| p.id == id).cloned();
+        if let Some(p) = found {
+            if p.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+                close_if_unused(&p);
+            }
+        }
+    }
+
+    /// This thread's open poller, made if it has none.
+    fn mine() -> io::Result<Arc<Poller>> {
+        MINE.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if let Some(p) = slot.as_ref() {
+                if lock(&p.inner).poll.is_some() {
+                    return Ok(p.clone());
+                }
+            }
+            let mut id = NEXT_ID.fetch_add(1, Ordering::Relaxed) & EdgeReg::POLLER;
+            if id == 0 {
+                id = NEXT_ID.fetch_add(1, Ordering::Relaxed) & EdgeReg::POLLER;
+            }
+            let p = Arc::new(Poller {
+                id,
+                live: AtomicUsize::new(0),
+                inner: Mutex::new(Inner {
+                    poll: Some(Poll::new()?),
+                    events: Events::with_capacity(8),
+                    stray: Vec::new(),
+                }),
+            });
+            lock(&OPEN).push(p.clone());
+            *slot = Some(p.clone());
+            Ok(p)
+        })
+    }
 
     /// Waits up to `limit` (`None`: forever) for an edge on `fd`, whose
     /// registration is `reg` (updated), for input and, if `write`, room to
     /// write; returns what the edge said, or `None` when the time ran out.
     pub(super) fn wait(
         fd: RawFd,
-        reg: &mut EdgeReg,
+        reg: &mut Bits,
         write: bool,
         limit: Option<Duration>,
     ) -> io::Result<Option<Ready>> {
-        THREAD_POLL.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if slot.is_none() {
-                let mut id = NEXT_ID.fetch_add(1, Ordering::Relaxed) & EdgeReg::POLLER;
-                if id == 0 {
-                    id = NEXT_ID.fetch_add(1, Ordering::Relaxed) & EdgeReg::POLLER;
+        let p = mine()?;
+        let mut guard = lock(&p.inner);
+        let inner = &mut *guard;
+        let Some(poll) = inner.poll.as_mut() else {
+            // Closed between the two locks: the next wait makes another.
+            return Ok(None);
+        };
+        let token = Token(fd as usize);
+        let interest = if write {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if reg.poller() == p.id {
+            if let Some(i) = inner.stray.iter().position(|(f, _)| *f == fd) {
+                let (_, seen) = inner.stray.swap_remove(i);
+                if seen.rx || seen.hup || (write && seen.tx) {
+                    return Ok(Some(seen));
                 }
-                *slot = Some(ThreadPoll {
-                    id,
-                    poll: Poll::new()?,
-                    events: Events::with_capacity(8),
-                    stray: Vec::new(),
-                });
             }
-            let Some(tp) = slot.as_mut() else {
-                return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+            if reg.write() != write {
+                // Rare: only around a full socket buffer.
+                poll.registry()
+                    .reregister(&mut SourceFd(&fd), token, interest)?;
+                reg.register(p.id, write);
+            }
+        } else {
+            let registry = poll.registry();
+            match registry.register(&mut SourceFd(&fd), token, interest) {
+                Ok(()) => {}
+                // Registered here before (another thread waited on it
+                // since): take it over.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    registry.reregister(&mut SourceFd(&fd), token, interest)?
+                }
+                Err(e) => return Err(e),
+            }
+            inner.stray.retain(|(f, _)| *f != fd);
+            p.live.fetch_add(1, Ordering::AcqRel);
+            let old = reg.poller();
+            reg.register(p.id, write);
+            if old != 0 {
+                release(old);
+            }
+        }
+        poll.poll(&mut inner.events, limit)?;
+        let mut got = Ready::default();
+        for ev in inner.events.iter() {
+            let hup = ev.is_error() || ev.is_read_closed();
+            let this = Ready {
+                rx: ev.is_readable() || hup,
+                tx: ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+                hup,
             };
-            let token = Token(fd as usize);
-            let interest = if write {
-                Interest::READABLE | Interest::WRITABLE
+            let efd = ev.token().0 as RawFd;
+            if efd == fd {
+                got.merge(this);
+            } else if let Some((_, seen)) = inner.stray.iter_mut().find(|(f, _)| *f == efd) {
+                seen.merge(this);
             } else {
-                Interest::READABLE
-            };
-            if reg.poller() == tp.id {
-                if let Some(i) = tp.stray.iter().position(|(f, _)| *f == fd) {
-                    let (_, seen) = tp.stray.swap_remove(i);
-                    if seen.rx || seen.hup || (write && seen.tx) {
-                        return Ok(Some(seen));
-                    }
-                }
-                if reg.write() != write {
-                    // Rare: only around a full socket buffer.
-                    tp.poll
-                        .registry()
-                        .reregister(&mut SourceFd(&fd), token, interest)?;
-                    reg.register(tp.id, write);
-                }
-            } else {
-                let registry = tp.poll.registry();
-                match registry.register(&mut SourceFd(&fd), token, interest) {
-                    Ok(()) => {}
-                    // Registered here before (another thread waited on it
-                    // since), or a closed socket's registration lives on
-                    // while another process holds it: take it over.
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                        registry.reregister(&mut SourceFd(&fd), token, interest)?
-                    }
-                    Err(e) => return Err(e),
-                }
-                tp.stray.retain(|(f, _)| *f != fd);
-                reg.register(tp.id, write);
+                inner.stray.push((efd, this));
             }
-            tp.poll.poll(&mut tp.events, limit)?;
-            let mut got = Ready::default();
-            for ev in tp.events.iter() {
-                let hup = ev.is_error() || ev.is_read_closed();
-                let this = Ready {
-                    rx: ev.is_readable() || hup,
-                    tx: ev.is_writable() || ev.is_write_closed() || ev.is_error(),
-                    hup,
-                };
-                let efd = ev.token().0 as RawFd;
-                if efd == fd {
-                    got.merge(this);
-                } else if let Some((_, seen)) = tp.stray.iter_mut().find(|(f, _)| *f == efd) {
-                    seen.merge(this);
-                } else {
-                    tp.stray.push((efd, this));
-                }
-            }
-            Ok(got.any().then_some(got))
-        })
+        }
+        drop(guard);
+        // Connections released while this thread waited may have left it
+        // unused.
+        close_if_unused(&p);
+        Ok(got.any().then_some(got))
     }
 }
