@@ -3,7 +3,7 @@
 //! changing a libnbd default. Their names start with `nbdrs_`.
 //!
 //! * `nbdrs_set_timeout` / `nbdrs_get_timeout`: a limit on how long a
-//!   waiting call lets the server make no progress (see [`crate::wait`]).
+//!   waiting call lets the server make no progress (see `crate::wait`).
 
 use crate::errors::Error;
 use crate::handle::Handle;

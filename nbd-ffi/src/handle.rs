@@ -6,7 +6,7 @@
 //! of its state sits in one `HandleInner` behind one `Mutex`: every call
 //! locks it through `Handle::call`, which is also where debug traces are
 //! written, and holds it for its whole duration except while a synchronous
-//! call waits for the socket ([`crate::wait`]): then the lock is released
+//! call waits for the socket (`crate::wait`): then the lock is released
 //! around the blocking `poll(2)` so that other threads' calls on the handle
 //! go on. No threads are created.
 

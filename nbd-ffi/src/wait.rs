@@ -477,11 +477,13 @@ impl EdgeReg {
 }
 
 /// The edge-triggered wait: one `mio::Poll` (an epoll instance) per thread
-/// that waits, created on its first wait and closed when the thread exits,
-/// never one per handle. A connection's socket is registered in it (for
-/// input, edge-triggered) the first time the thread waits on it, again
-/// only when another thread waited on it in between or a write must wait
-/// too; the registration goes away with the socket. The engine tracks what
+/// that waits, created on its first wait, never one per handle, and closed
+/// when the last connection registered in it closes (by the thread that
+/// closes that handle, or by the poller's own thread after its wait if it
+/// is busy then). A connection's socket is registered in it (for input,
+/// edge-triggered) the first time the thread waits on it, again only when
+/// another thread waited on it in between or a write must wait too; the
+/// kernel drops the registration with the socket. The engine tracks what
 /// an edge does not repeat (`rx_maybe`, `rx_hup`, `tx_full`), so waiting
 /// costs one `epoll_wait` where `poll(2)` cost one `poll`.
 mod edge {

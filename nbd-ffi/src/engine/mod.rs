@@ -9,18 +9,21 @@
 //!
 //! * a plain connected socket is waited for edge-triggered, in one
 //!   `mio::Poll` (an epoll instance) per *thread* that waits, created on
-//!   its first wait, never one per handle: an idle handle, or one driven
-//!   by the caller's own loop (`nbd_aio_get_fd`, which stays an ordinary
-//!   level-triggered descriptor for the caller), costs no descriptor. The
-//!   socket is registered in a thread's poller the first time that thread
-//!   waits on it (one `epoll_ctl` per connection and thread, another only
-//!   when a write must wait too), and the registration goes with the
-//!   socket. Edges are not repeated, so the engine keeps, in four bytes
-//!   per handle (`crate::wait::EdgeReg`), what an edge would not say
-//!   again: input maybe left unread (a read that filled its buffer), a
-//!   hang-up seen, the send buffer full; reads stop on `EAGAIN` or a
-//!   short read as before, so the wait costs one `epoll_wait` where it
-//!   cost one `poll`.
+//!   its first wait, never one per handle: an aio handle driven by the
+//!   caller's own loop (`nbd_aio_get_fd` stays an ordinary level-triggered
+//!   descriptor for the caller) costs none, and a thread's poller is
+//!   closed when the last connection registered in it closes, so closing
+//!   every handle leaves no descriptor behind. The socket is registered in
+//!   a thread's poller the first time that thread waits on it (one
+//!   `epoll_ctl` per connection and thread; another only when a write must
+//!   wait too, or when another thread waited on it in between). Edges are
+//!   not repeated, so the engine keeps, in four bytes per handle
+//!   (`crate::wait::EdgeReg`), what an edge would not say again: input
+//!   maybe left unread (a read that filled its buffer), a hang-up seen, the
+//!   send buffer full; reads stop on `EAGAIN` or a short read as before,
+//!   so a wait costs one `epoll_wait` where it cost one `poll`. Edges of
+//!   another socket that reach a thread's poller while it waits for one
+//!   are kept for that socket's next wait there.
 //! * connecting, TLS (OpenSSL decides which direction it needs) and
 //!   `nbd_poll2` with the caller's descriptor (level-triggered by
 //!   contract) keep one `poll(2)`.
@@ -31,21 +34,27 @@
 //!   waits, and takes no raw `sockaddr` (`nbd_aio_connect`) or vsock
 //!   address.
 //!
-//! Measured (bench/syscalls.sh's counting, `perf stat` on the syscall
-//! tracepoints; aio-bench `sync-pread-4k-qd1` on nbdkit memory over a
-//! Unix socket, 2-core machine shared with other builds; medians of five
-//! alternating runs of poll(2) before issue 12, poll(2) without the lock,
-//! and mio): system calls per synchronous 4 KiB read 3.77 / 3.75 / 3.65,
-//! always one `sendmsg` plus one wait per `recvfrom` (1.3-1.4 of each:
-//! nbdkit sometimes sends a reply in two pieces), no futex; requests in
-//! 2 s 34071 / 31448 / 34940 (noise dominates: same within it); 1000 idle
-//! connected handles: RSS growth 2.49-2.55 / 2.55 / 2.54-2.63 KiB per
-//! handle, heap 2545 / 2609 / 2577 bytes per handle (the wait state and
-//! its condition variable, 16 + 8 bytes, and the 4-byte edge state: the
-//! handle is 1752 bytes, was 1720). A thread's poller holds one kernel
-//! `epitem` per socket it waited on until the socket closes (kernel
-//! memory, not in RSS). TLS, once started, sits between the engine and
-//! the socket ([`tls`]).
+//! Measured before keeping it (aio-bench `sync-pread-4k-qd1` on nbdkit
+//! memory over a Unix socket; system calls counted as bench/syscalls.sh
+//! does, `perf stat` on the syscall tracepoints; a 2-core machine shared
+//! with other builds; medians of alternating runs of three builds: poll(2)
+//! before issue 12 / poll(2) without the lock / mio):
+//!
+//! * system calls per synchronous 4 KiB read: 3.74 / 3.72 / 3.71 (5
+//!   runs): one `sendmsg`, and one wait (`poll` or `epoll_wait`) per
+//!   `recvfrom`, 1.3-1.4 of each (nbdkit sometimes sends a reply in two
+//!   pieces), no futex;
+//! * reads in 2 s: 57014 / 52161 / 43974 (5 runs, fixed order),
+//!   58682 / 63677 / 51810 (9 runs, rotating order), 64314 / 71485 / 74618
+//!   (4 runs, CPU per read 10.2 / 9.9 / 8.9 µs): one build's runs spread
+//!   from 27000 to 78000, so no difference shows above the noise;
+//! * 1000 idle connected handles: RSS growth 2.55 / 2.62 / 2.59 KiB per
+//!   handle, heap 2545 / 2609 / 2578 bytes per handle: the handle is 1752
+//!   bytes (was 1720): the wait state and its condition variable (16 + 8
+//!   bytes) and the 4-byte edge state. A thread's poller holds one kernel
+//!   `epitem` per socket registered in it while the socket is open.
+//!
+//! TLS, once started, sits between the engine and the socket ([`tls`]).
 //!
 //! Nothing here knows about C callback structs: callers hand in
 //! [`CommandHooks`] and [`OptHooks`] objects, whose `Drop` is where a C
