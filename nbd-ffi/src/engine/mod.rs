@@ -48,6 +48,12 @@
 //!   58682 / 63677 / 51810 (9 runs, rotating order), 64314 / 71485 / 74618
 //!   (4 runs, CPU per read 10.2 / 9.9 / 8.9 µs): one build's runs spread
 //!   from 27000 to 78000, so no difference shows above the noise;
+//! * bench/syscalls.sh's rows, whose aio paths this does not change
+//!   (the caller's own `poll` loop), before / after, medians of 5
+//!   alternating runs: nbdcopy workload 2 2.39 / 2.55, aio QD1 3.62 /
+//!   3.59, aio QD64 reads 1.92 / 2.19, writes 1.50 / 1.49 system calls per
+//!   request; each row's runs spread as much (QD64 reads 1.47-2.43), and
+//!   both builds ran above BENCHMARKS.md's figures on the loaded machine;
 //! * 1000 idle connected handles: RSS growth 2.55 / 2.62 / 2.59 KiB per
 //!   handle, heap 2545 / 2609 / 2578 bytes per handle: the handle is 1752
 //!   bytes (was 1720): the wait state and its condition variable (16 + 8
