@@ -3,7 +3,8 @@
 #   make [lib]          build target/$(PROFILE)/libnbd.so.0 (PROFILE=release|debug)
 #   make header         regenerate include/libnbd.h with cbindgen
 #   make check-header   fail if include/libnbd.h differs from cbindgen's output
-#   make install        install library, header and libnbd.pc under
+#   make install        install library, headers (libnbd.h, libnbd-ext.h)
+#                       and libnbd.pc under
 #                       $(DESTDIR)$(PREFIX)
 #
 # cbindgen is pinned so that the generated header is reproducible:
@@ -82,4 +83,5 @@ install: lib pc
 	$(INSTALL) -m 755 $(OUT)/libnbd.so.0 $(DESTDIR)$(LIBDIR)/libnbd.so.0
 	ln -sfn libnbd.so.0 $(DESTDIR)$(LIBDIR)/libnbd.so
 	$(INSTALL) -m 644 include/libnbd.h $(DESTDIR)$(INCLUDEDIR)/libnbd.h
+	$(INSTALL) -m 644 include/libnbd-ext.h $(DESTDIR)$(INCLUDEDIR)/libnbd-ext.h
 	$(INSTALL) -m 644 $(OUT)/libnbd.pc $(DESTDIR)$(PKGCONFIGDIR)/libnbd.pc

@@ -850,7 +850,8 @@ fn gen_syms(families: &[Family]) -> String {
          # the version node where libnbd first offered it, so that programs linked\n\
          # against libnbd resolve their versioned references against this library.\n\
          # Each node inherits the one before it; everything not listed (the whole\n\
-         # Rust runtime) stays local.\n",
+         # Rust runtime) stays local. nbd-rs's own extensions (nbdrs_*, declared\n\
+         # in libnbd-ext.h) come last, in a node of their own.\n",
     );
     let mut prev: Option<String> = None;
     for (version, mut names) in nodes.into_values() {
@@ -867,5 +868,23 @@ fn gen_syms(families: &[Family]) -> String {
         }
         prev = Some(version);
     }
+    // nbd-rs's own extensions (src/ext.rs, include/libnbd-ext.h), in a
+    // node of their own that no libnbd program references.
+    let _ = write!(out, "\n{EXT_NODE} {{\n  global:\n");
+    for n in EXT_SYMBOLS {
+        let _ = writeln!(out, "    {n};");
+    }
+    if let Some(p) = &prev {
+        let _ = writeln!(out, "}} LIBNBD_{p};");
+    } else {
+        out.push_str("  local: *;\n};\n");
+    }
     out
 }
+
+/// The version node of the nbd-rs extensions: `nbd_ffi::ext::EXTENSION_NODE`
+/// (the abi_symbols test checks that the two agree).
+const EXT_NODE: &str = "NBDRS_0.2";
+
+/// The extension functions: `nbd_ffi::ext::EXTENSION_SYMBOLS`.
+const EXT_SYMBOLS: [&str; 2] = ["nbdrs_get_timeout", "nbdrs_set_timeout"];

@@ -18,7 +18,7 @@ use crate::commands::{context_names, Op};
 use crate::constants::LIBNBD_SHUTDOWN_MASK;
 use crate::engine::RawBuf;
 use crate::errors::{check_flags, Cause, Error};
-use crate::handle::HandleInner;
+use crate::handle::{HandleInner, Locked};
 use crate::hooks::CmdCallbacks;
 use crate::ptr::OutBuf;
 use crate::state::State;
@@ -38,7 +38,9 @@ impl HandleInner {
         }
         Ok(0)
     }
+}
 
+impl Locked<'_> {
     /// `nbd_shutdown` (`wait`) and `nbd_aio_disconnect`: a soft disconnect.
     pub(crate) fn shutdown(&mut self, flags: u32, wait: bool) -> Result<c_int, Error> {
         // The table rows already limit nbd_shutdown to negotiating or
@@ -57,7 +59,7 @@ impl HandleInner {
             self.engine.shutdown()?;
         }
         if wait {
-            self.engine.run_until(|e| {
+            self.run_until(|e| {
                 matches!(
                     e.state(),
                     Some(nbd_proto::client::State::Closed) | Some(nbd_proto::client::State::Dead)
@@ -124,7 +126,7 @@ pub(crate) fn aio_pwrite(
 }
 
 /// `nbd_aio_disconnect`.
-pub(crate) fn aio_disconnect(inner: &mut HandleInner, flags: u32) -> Result<c_int, Error> {
+pub(crate) fn aio_disconnect(inner: &mut Locked<'_>, flags: u32) -> Result<c_int, Error> {
     check_flags("flags", flags, LIBNBD_SHUTDOWN_MASK)?;
     inner.shutdown(flags, false)
 }
@@ -307,14 +309,14 @@ pub(crate) fn aio_in_flight(inner: &mut HandleInner) -> Result<c_int, Error> {
 }
 
 /// `nbd_poll`.
-pub(crate) fn poll(inner: &mut HandleInner, timeout: c_int) -> Result<c_int, Error> {
+pub(crate) fn poll(inner: &mut Locked<'_>, timeout: c_int) -> Result<c_int, Error> {
     poll2(inner, -1, timeout)
 }
 
 /// `nbd_poll2`: [`poll`] that also returns (1) when `fd` is readable.
-pub(crate) fn poll2(inner: &mut HandleInner, fd: c_int, timeout: c_int) -> Result<c_int, Error> {
+pub(crate) fn poll2(inner: &mut Locked<'_>, fd: c_int, timeout: c_int) -> Result<c_int, Error> {
     not_created(inner, "nothing to poll for before connecting")?;
-    let progressed = inner.engine.poll2(fd, timeout)?;
+    let progressed = inner.poll_once(fd, timeout)?;
     inner.after_notify()?;
     Ok(c_int::from(progressed))
 }

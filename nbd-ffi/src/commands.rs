@@ -19,7 +19,7 @@ use crate::constants::{
 };
 use crate::engine::RawBuf;
 use crate::errors::{check_flags, Cause, Error};
-use crate::handle::HandleInner;
+use crate::handle::{HandleInner, Locked};
 use crate::hooks::CmdCallbacks;
 use crate::ptr::{self, OutBuf};
 use crate::state::Permitted;
@@ -219,10 +219,12 @@ impl HandleInner {
         };
         Ok(self.engine.submit(cmd, None, None, hooks)?)
     }
+}
 
+impl Locked<'_> {
     /// Polls until `cookie` completes, then retires it: 0, or its error.
     pub(crate) fn wait_command(&mut self, cookie: u64) -> Result<c_int, Error> {
-        self.engine.run_until(|e| e.is_complete(cookie))?;
+        self.run_until(|e| e.is_complete(cookie))?;
         let result = self.engine.command_completed(cookie);
         if let (Err(_) | Ok(false), Some(death)) = (&result, self.engine.transport_death()) {
             // The transport failed while waiting: as in libnbd, the call
@@ -304,7 +306,7 @@ pub(crate) unsafe fn read_buffer(
 
 /// `nbd_pread`.
 pub(crate) fn pread(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     buf: OutBuf,
     offset: u64,
     flags: u32,
@@ -319,7 +321,7 @@ pub(crate) fn pread(
 
 /// `nbd_pread_structured`.
 pub(crate) fn pread_structured(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     buf: OutBuf,
     offset: u64,
     chunk_callback: Owned<ChunkCallback>,
@@ -334,7 +336,7 @@ pub(crate) fn pread_structured(
 
 /// `nbd_pwrite`.
 pub(crate) fn pwrite(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     buf: RawBuf,
     offset: u64,
     flags: u32,
@@ -343,19 +345,19 @@ pub(crate) fn pwrite(
 }
 
 /// `nbd_shutdown`.
-pub(crate) fn shutdown(inner: &mut HandleInner, flags: u32) -> Result<c_int, Error> {
+pub(crate) fn shutdown(inner: &mut Locked<'_>, flags: u32) -> Result<c_int, Error> {
     check_flags("flags", flags, LIBNBD_SHUTDOWN_MASK)?;
     inner.shutdown(flags, true)
 }
 
 /// `nbd_flush`.
-pub(crate) fn flush(inner: &mut HandleInner, flags: u32) -> Result<c_int, Error> {
+pub(crate) fn flush(inner: &mut Locked<'_>, flags: u32) -> Result<c_int, Error> {
     inner.run(Op::Flush, 0, flags, CmdCallbacks::default())
 }
 
 /// `nbd_trim`.
 pub(crate) fn trim(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     count: u64,
     offset: u64,
     flags: u32,
@@ -365,7 +367,7 @@ pub(crate) fn trim(
 
 /// `nbd_cache`.
 pub(crate) fn cache(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     count: u64,
     offset: u64,
     flags: u32,
@@ -375,7 +377,7 @@ pub(crate) fn cache(
 
 /// `nbd_zero`.
 pub(crate) fn zero(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     count: u64,
     offset: u64,
     flags: u32,
@@ -385,7 +387,7 @@ pub(crate) fn zero(
 
 /// `nbd_block_status`: 32-bit entries (see [`crate::engine::narrow_extents`]).
 pub(crate) fn block_status(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     count: u64,
     offset: u64,
     extent_callback: Owned<ExtentCallback>,
@@ -400,7 +402,7 @@ pub(crate) fn block_status(
 
 /// `nbd_block_status_64`.
 pub(crate) fn block_status_64(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     count: u64,
     offset: u64,
     extent64_callback: Owned<Extent64Callback>,
@@ -415,7 +417,7 @@ pub(crate) fn block_status_64(
 
 /// `nbd_block_status_filter`.
 pub(crate) fn block_status_filter(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     count: u64,
     offset: u64,
     contexts: Vec<&CStr>,

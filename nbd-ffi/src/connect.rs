@@ -18,7 +18,7 @@
 
 use crate::engine::{transport, EngineError};
 use crate::errors::{Cause, Error};
-use crate::handle::HandleInner;
+use crate::handle::{HandleInner, Locked};
 use crate::ptr::{MallocStr, SockAddr};
 use crate::state::State;
 use crate::uri::{NbdUri, Transport};
@@ -189,11 +189,20 @@ impl HandleInner {
         Ok(())
     }
 
+    /// The error describing why the connection died.
+    pub(crate) fn death_error(&self) -> Error {
+        match self.engine.death() {
+            Some(e) => e.clone().into(),
+            None => Error::Engine(Cause::NotConnected("the connection is dead")),
+        }
+    }
+}
+
+impl Locked<'_> {
     /// Polls until the handshake is over (negotiating in opt mode, ready
     /// otherwise).
     pub(crate) fn wait_connected(&mut self) -> Result<(), Error> {
-        self.engine
-            .run_until(|e| !matches!(e.state(), Some(nbd_proto::client::State::Connecting)))?;
+        self.run_until(|e| !matches!(e.state(), Some(nbd_proto::client::State::Connecting)))?;
         if let Some(e) = self.engine.take_start_error() {
             return Err(e.into());
         }
@@ -203,14 +212,6 @@ impl HandleInner {
             _ => Err(Error::Engine(Cause::NotConnected(
                 "the server closed the connection during the handshake",
             ))),
-        }
-    }
-
-    /// The error describing why the connection died.
-    pub(crate) fn death_error(&self) -> Error {
-        match self.engine.death() {
-            Some(e) => e.clone().into(),
-            None => Error::Engine(Cause::NotConnected("the connection is dead")),
         }
     }
 
@@ -326,7 +327,7 @@ fn shell_word(word: &str) -> String {
     }
 }
 
-fn connect_uri_impl(inner: &mut HandleInner, uri: &CStr, sync: bool) -> Result<c_int, Error> {
+fn connect_uri_impl(inner: &mut Locked<'_>, uri: &CStr, sync: bool) -> Result<c_int, Error> {
     let parsed = crate::uri::prepare_connect(&inner.uri_policy, uri)?;
     // The URI's fields go through the checks of the setters they stand
     // for, before anything is applied or connected (libnbd 1.24: a
@@ -378,16 +379,16 @@ fn connect_uri_impl(inner: &mut HandleInner, uri: &CStr, sync: bool) -> Result<c
 }
 
 /// `nbd_connect_uri`.
-pub(crate) fn connect_uri(inner: &mut HandleInner, uri: &CStr) -> Result<c_int, Error> {
+pub(crate) fn connect_uri(inner: &mut Locked<'_>, uri: &CStr) -> Result<c_int, Error> {
     connect_uri_impl(inner, uri, true)
 }
 
 /// `nbd_aio_connect_uri`.
-pub(crate) fn aio_connect_uri(inner: &mut HandleInner, uri: &CStr) -> Result<c_int, Error> {
+pub(crate) fn aio_connect_uri(inner: &mut Locked<'_>, uri: &CStr) -> Result<c_int, Error> {
     connect_uri_impl(inner, uri, false)
 }
 
-fn connect_unix_impl(inner: &mut HandleInner, path: &CStr, sync: bool) -> Result<c_int, Error> {
+fn connect_unix_impl(inner: &mut Locked<'_>, path: &CStr, sync: bool) -> Result<c_int, Error> {
     let path = lossy(path);
     let uri = uri_for(
         inner,
@@ -399,17 +400,17 @@ fn connect_unix_impl(inner: &mut HandleInner, path: &CStr, sync: bool) -> Result
 }
 
 /// `nbd_connect_unix`.
-pub(crate) fn connect_unix(inner: &mut HandleInner, unixsocket: &CStr) -> Result<c_int, Error> {
+pub(crate) fn connect_unix(inner: &mut Locked<'_>, unixsocket: &CStr) -> Result<c_int, Error> {
     connect_unix_impl(inner, unixsocket, true)
 }
 
 /// `nbd_aio_connect_unix`.
-pub(crate) fn aio_connect_unix(inner: &mut HandleInner, unixsocket: &CStr) -> Result<c_int, Error> {
+pub(crate) fn aio_connect_unix(inner: &mut Locked<'_>, unixsocket: &CStr) -> Result<c_int, Error> {
     connect_unix_impl(inner, unixsocket, false)
 }
 
 fn connect_vsock_impl(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     cid: u32,
     port: u32,
     sync: bool,
@@ -419,13 +420,13 @@ fn connect_vsock_impl(
 }
 
 /// `nbd_connect_vsock`.
-pub(crate) fn connect_vsock(inner: &mut HandleInner, cid: u32, port: u32) -> Result<c_int, Error> {
+pub(crate) fn connect_vsock(inner: &mut Locked<'_>, cid: u32, port: u32) -> Result<c_int, Error> {
     connect_vsock_impl(inner, cid, port, true)
 }
 
 /// `nbd_aio_connect_vsock`.
 pub(crate) fn aio_connect_vsock(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     cid: u32,
     port: u32,
 ) -> Result<c_int, Error> {
@@ -433,7 +434,7 @@ pub(crate) fn aio_connect_vsock(
 }
 
 fn connect_tcp_impl(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     hostname: &CStr,
     port: &CStr,
     sync: bool,
@@ -454,7 +455,7 @@ fn connect_tcp_impl(
 
 /// `nbd_connect_tcp`.
 pub(crate) fn connect_tcp(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     hostname: &CStr,
     port: &CStr,
 ) -> Result<c_int, Error> {
@@ -464,7 +465,7 @@ pub(crate) fn connect_tcp(
 /// `nbd_aio_connect_tcp`: name resolution happens now, the rest is driven
 /// by the caller's event loop.
 pub(crate) fn aio_connect_tcp(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     hostname: &CStr,
     port: &CStr,
 ) -> Result<c_int, Error> {
@@ -472,12 +473,12 @@ pub(crate) fn aio_connect_tcp(
 }
 
 /// `nbd_connect_socket`: the handle owns `sock` from now on.
-pub(crate) fn connect_socket(inner: &mut HandleInner, sock: c_int) -> Result<c_int, Error> {
+pub(crate) fn connect_socket(inner: &mut Locked<'_>, sock: c_int) -> Result<c_int, Error> {
     inner.connect_to(Target::Socket(sock), None, true)
 }
 
 /// `nbd_aio_connect_socket`.
-pub(crate) fn aio_connect_socket(inner: &mut HandleInner, sock: c_int) -> Result<c_int, Error> {
+pub(crate) fn aio_connect_socket(inner: &mut Locked<'_>, sock: c_int) -> Result<c_int, Error> {
     inner.connect_to(Target::Socket(sock), None, false)
 }
 
@@ -492,14 +493,14 @@ fn command_line(argv: Vec<&CStr>) -> Result<Vec<String>, Error> {
 }
 
 /// `nbd_connect_command`.
-pub(crate) fn connect_command(inner: &mut HandleInner, argv: Vec<&CStr>) -> Result<c_int, Error> {
+pub(crate) fn connect_command(inner: &mut Locked<'_>, argv: Vec<&CStr>) -> Result<c_int, Error> {
     let argv = command_line(argv)?;
     inner.connect_to(Target::Command(argv), None, true)
 }
 
 /// `nbd_aio_connect_command`.
 pub(crate) fn aio_connect_command(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     argv: Vec<&CStr>,
 ) -> Result<c_int, Error> {
     let argv = command_line(argv)?;
@@ -508,7 +509,7 @@ pub(crate) fn aio_connect_command(
 
 /// `nbd_connect_systemd_socket_activation`.
 pub(crate) fn connect_systemd_socket_activation(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     argv: Vec<&CStr>,
 ) -> Result<c_int, Error> {
     let argv = command_line(argv)?;
@@ -517,7 +518,7 @@ pub(crate) fn connect_systemd_socket_activation(
 
 /// `nbd_aio_connect_systemd_socket_activation`.
 pub(crate) fn aio_connect_systemd_socket_activation(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     argv: Vec<&CStr>,
 ) -> Result<c_int, Error> {
     let argv = command_line(argv)?;
@@ -525,7 +526,7 @@ pub(crate) fn aio_connect_systemd_socket_activation(
 }
 
 /// `nbd_aio_connect`: a socket address the caller resolved.
-pub(crate) fn aio_connect(inner: &mut HandleInner, addr: SockAddr) -> Result<c_int, Error> {
+pub(crate) fn aio_connect(inner: &mut Locked<'_>, addr: SockAddr) -> Result<c_int, Error> {
     inner.connect_to(Target::Raw(addr), None, false)
 }
 

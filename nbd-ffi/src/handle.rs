@@ -4,8 +4,11 @@
 //!
 //! A handle is a [`Handle`] in a `Box`, given to C as an opaque pointer. All
 //! of its state sits in one `HandleInner` behind one `Mutex`: every call
-//! locks it for its whole duration through `Handle::call`, which is also
-//! where debug traces are written. No threads are created.
+//! locks it through `Handle::call`, which is also where debug traces are
+//! written, and holds it for its whole duration except while a synchronous
+//! call waits for the socket (`crate::wait`): then the lock is released
+//! around the blocking `poll(2)` so that other threads' calls on the handle
+//! go on. No threads are created.
 
 use crate::errors::Error;
 use crate::panic::CReturn;
@@ -15,13 +18,65 @@ use crate::settings::{
 };
 use crate::state::State;
 use std::ffi::{CStr, CString};
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 /// `struct nbd_handle`: one client connection and its settings. Opaque to C.
 #[derive(Debug)]
 pub struct Handle {
     inner: Mutex<HandleInner>,
+    /// Signalled by the thread that polled the socket, once it has done the
+    /// I/O (other waiting threads re-check their condition).
+    pub(crate) woken: Condvar,
+}
+
+/// The handle locked by one API call: derefs to [`HandleInner`]. A
+/// synchronous call may give the lock up while it waits
+/// ([`crate::wait`]); nothing else can, and nothing can reach the inner
+/// state through it meanwhile.
+#[derive(Debug)]
+pub(crate) struct Locked<'a> {
+    pub(crate) handle: &'a Handle,
+    /// `None` only while the lock is given up inside a wait.
+    pub(crate) guard: Option<MutexGuard<'a, HandleInner>>,
+}
+
+impl Deref for Locked<'_> {
+    type Target = HandleInner;
+    fn deref(&self) -> &HandleInner {
+        match self.guard.as_deref() {
+            Some(inner) => inner,
+            // Only the wait takes the guard, and it puts it back before
+            // anything else runs.
+            None => unreachable!("handle used while its lock is given up"),
+        }
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut HandleInner {
+        match self.guard.as_deref_mut() {
+            Some(inner) => inner,
+            None => unreachable!("handle used while its lock is given up"),
+        }
+    }
+}
+
+impl Locked<'_> {
+    /// Takes the lock again after a wait (a poisoned lock too: the state
+    /// is the engine's, which a panic elsewhere leaves consistent enough to
+    /// fail the call).
+    pub(crate) fn relock(&mut self) {
+        if self.guard.is_none() {
+            let g = self
+                .handle
+                .inner
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.guard = Some(g);
+        }
+    }
 }
 
 /// Everything a handle holds, guarded by the handle's lock.
@@ -47,6 +102,8 @@ pub(crate) struct HandleInner {
     pub(crate) uri_policy: UriPolicy,
     /// Connection settings (the socket activation name).
     pub(crate) connect: crate::connect::ConnectSettings,
+    /// Threads waiting on the socket ([`crate::wait`]).
+    pub(crate) wait: crate::wait::WaitState,
 }
 
 /// Numbers the default handle names "nbd1", "nbd2", ... for the process.
@@ -68,7 +125,9 @@ impl Handle {
                 tls: TlsSettings::default(),
                 uri_policy: UriPolicy::default(),
                 connect: crate::connect::ConnectSettings::default(),
+                wait: crate::wait::WaitState::default(),
             }),
+            woken: Condvar::new(),
         }
     }
 
@@ -83,9 +142,13 @@ impl Handle {
         &self,
         fname: &'static str,
         args: impl FnOnce() -> String,
-        body: impl FnOnce(&mut HandleInner) -> Result<R, Error>,
+        body: impl FnOnce(&mut Locked<'_>) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        let mut inner = self.lock()?;
+        let guard = self.lock()?;
+        let mut inner = Locked {
+            handle: self,
+            guard: Some(guard),
+        };
         if inner.debug.enabled {
             let args = args();
             let msg = if args.is_empty() {
@@ -96,6 +159,10 @@ impl Handle {
             inner.trace(fname, &msg);
         }
         let result = body(&mut inner);
+        inner.relock();
+        // A thread blocked in poll(2) on this handle learns of a connection
+        // this call ended.
+        inner.wake_poller_if_ended();
         if inner.debug.enabled {
             let msg = match &result {
                 Ok(value) => format!("leave: ret={}", value.trace()),

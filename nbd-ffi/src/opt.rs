@@ -14,7 +14,7 @@ pub use crate::exports::opt::*;
 
 use crate::callbacks::{CompletionCallback, ContextCallback, ListCallback, Owned};
 use crate::errors::{Cause, Error};
-use crate::handle::HandleInner;
+use crate::handle::{HandleInner, Locked};
 use crate::hooks::OptCallbacks;
 use crate::state::State;
 use nbd_proto::consts::opt;
@@ -106,7 +106,7 @@ fn prepare_starttls(inner: &mut HandleInner) -> Result<(), Error> {
 /// Issues `request`; with `sync`, waits for the server's final reply and
 /// returns what the synchronous form returns.
 fn option(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     request: Request,
     callbacks: OptCallbacks,
     sync: bool,
@@ -146,7 +146,7 @@ fn option(
     if !sync {
         return Ok(0);
     }
-    inner.engine.run_until(|e| !e.opt_running())?;
+    inner.run_until(|e| !e.opt_running())?;
     let result = inner
         .engine
         .take_opt_result()
@@ -219,22 +219,22 @@ fn with_context(
 // ----- synchronous -----
 
 /// `nbd_opt_go`.
-pub(crate) fn opt_go(inner: &mut HandleInner) -> Result<c_int, Error> {
+pub(crate) fn opt_go(inner: &mut Locked<'_>) -> Result<c_int, Error> {
     option(inner, Request::Go, OptCallbacks::default(), true)
 }
 
 /// `nbd_opt_abort`.
-pub(crate) fn opt_abort(inner: &mut HandleInner) -> Result<c_int, Error> {
+pub(crate) fn opt_abort(inner: &mut Locked<'_>) -> Result<c_int, Error> {
     option(inner, Request::Abort, OptCallbacks::default(), true)
 }
 
 /// `nbd_opt_starttls`: 1 if TLS is now up, 0 if the server refused.
-pub(crate) fn opt_starttls(inner: &mut HandleInner) -> Result<c_int, Error> {
+pub(crate) fn opt_starttls(inner: &mut Locked<'_>) -> Result<c_int, Error> {
     option(inner, Request::StartTls, OptCallbacks::default(), true)
 }
 
 /// `nbd_opt_extended_headers`: 1 if the server agreed, 0 if it refused.
-pub(crate) fn opt_extended_headers(inner: &mut HandleInner) -> Result<c_int, Error> {
+pub(crate) fn opt_extended_headers(inner: &mut Locked<'_>) -> Result<c_int, Error> {
     option(
         inner,
         Request::ExtendedHeaders,
@@ -244,7 +244,7 @@ pub(crate) fn opt_extended_headers(inner: &mut HandleInner) -> Result<c_int, Err
 }
 
 /// `nbd_opt_structured_reply`: 1 if the server agreed, 0 if it refused.
-pub(crate) fn opt_structured_reply(inner: &mut HandleInner) -> Result<c_int, Error> {
+pub(crate) fn opt_structured_reply(inner: &mut Locked<'_>) -> Result<c_int, Error> {
     option(
         inner,
         Request::StructuredReply,
@@ -255,20 +255,20 @@ pub(crate) fn opt_structured_reply(inner: &mut HandleInner) -> Result<c_int, Err
 
 /// `nbd_opt_list`: how many exports the server listed.
 pub(crate) fn opt_list(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     list_callback: Owned<ListCallback>,
 ) -> Result<c_int, Error> {
     option(inner, Request::List, with_list(list_callback, None), true)
 }
 
 /// `nbd_opt_info`.
-pub(crate) fn opt_info(inner: &mut HandleInner) -> Result<c_int, Error> {
+pub(crate) fn opt_info(inner: &mut Locked<'_>) -> Result<c_int, Error> {
     option(inner, Request::Info, OptCallbacks::default(), true)
 }
 
 /// `nbd_opt_list_meta_context`, for the handle's context list.
 pub(crate) fn opt_list_meta_context(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     context_callback: Owned<ContextCallback>,
 ) -> Result<c_int, Error> {
     let q = handle_contexts(inner);
@@ -278,7 +278,7 @@ pub(crate) fn opt_list_meta_context(
 
 /// `nbd_opt_list_meta_context_queries`.
 pub(crate) fn opt_list_meta_context_queries(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     queries: Vec<&CStr>,
     context_callback: Owned<ContextCallback>,
 ) -> Result<c_int, Error> {
@@ -288,7 +288,7 @@ pub(crate) fn opt_list_meta_context_queries(
 
 /// `nbd_opt_set_meta_context`, for the handle's context list.
 pub(crate) fn opt_set_meta_context(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     context_callback: Owned<ContextCallback>,
 ) -> Result<c_int, Error> {
     let q = handle_contexts(inner);
@@ -298,7 +298,7 @@ pub(crate) fn opt_set_meta_context(
 
 /// `nbd_opt_set_meta_context_queries`.
 pub(crate) fn opt_set_meta_context_queries(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     queries: Vec<&CStr>,
     context_callback: Owned<ContextCallback>,
 ) -> Result<c_int, Error> {
@@ -310,7 +310,7 @@ pub(crate) fn opt_set_meta_context_queries(
 
 /// `nbd_aio_opt_go`.
 pub(crate) fn aio_opt_go(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     completion_callback: Owned<CompletionCallback>,
 ) -> Result<c_int, Error> {
     option(
@@ -322,13 +322,13 @@ pub(crate) fn aio_opt_go(
 }
 
 /// `nbd_aio_opt_abort`.
-pub(crate) fn aio_opt_abort(inner: &mut HandleInner) -> Result<c_int, Error> {
+pub(crate) fn aio_opt_abort(inner: &mut Locked<'_>) -> Result<c_int, Error> {
     option(inner, Request::Abort, OptCallbacks::default(), false)
 }
 
 /// `nbd_aio_opt_starttls`.
 pub(crate) fn aio_opt_starttls(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     completion_callback: Owned<CompletionCallback>,
 ) -> Result<c_int, Error> {
     let cbs = completion_only(completion_callback);
@@ -337,7 +337,7 @@ pub(crate) fn aio_opt_starttls(
 
 /// `nbd_aio_opt_extended_headers`.
 pub(crate) fn aio_opt_extended_headers(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     completion_callback: Owned<CompletionCallback>,
 ) -> Result<c_int, Error> {
     let cbs = completion_only(completion_callback);
@@ -346,7 +346,7 @@ pub(crate) fn aio_opt_extended_headers(
 
 /// `nbd_aio_opt_structured_reply`.
 pub(crate) fn aio_opt_structured_reply(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     completion_callback: Owned<CompletionCallback>,
 ) -> Result<c_int, Error> {
     let cbs = completion_only(completion_callback);
@@ -355,7 +355,7 @@ pub(crate) fn aio_opt_structured_reply(
 
 /// `nbd_aio_opt_list`.
 pub(crate) fn aio_opt_list(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     list_callback: Owned<ListCallback>,
     completion_callback: Owned<CompletionCallback>,
 ) -> Result<c_int, Error> {
@@ -365,7 +365,7 @@ pub(crate) fn aio_opt_list(
 
 /// `nbd_aio_opt_info`.
 pub(crate) fn aio_opt_info(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     completion_callback: Owned<CompletionCallback>,
 ) -> Result<c_int, Error> {
     option(
@@ -378,7 +378,7 @@ pub(crate) fn aio_opt_info(
 
 /// `nbd_aio_opt_list_meta_context`.
 pub(crate) fn aio_opt_list_meta_context(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     context_callback: Owned<ContextCallback>,
     completion_callback: Owned<CompletionCallback>,
 ) -> Result<c_int, Error> {
@@ -389,7 +389,7 @@ pub(crate) fn aio_opt_list_meta_context(
 
 /// `nbd_aio_opt_list_meta_context_queries`.
 pub(crate) fn aio_opt_list_meta_context_queries(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     queries: Vec<&CStr>,
     context_callback: Owned<ContextCallback>,
     completion_callback: Owned<CompletionCallback>,
@@ -405,7 +405,7 @@ pub(crate) fn aio_opt_list_meta_context_queries(
 
 /// `nbd_aio_opt_set_meta_context`.
 pub(crate) fn aio_opt_set_meta_context(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     context_callback: Owned<ContextCallback>,
     completion_callback: Owned<CompletionCallback>,
 ) -> Result<c_int, Error> {
@@ -416,7 +416,7 @@ pub(crate) fn aio_opt_set_meta_context(
 
 /// `nbd_aio_opt_set_meta_context_queries`.
 pub(crate) fn aio_opt_set_meta_context_queries(
-    inner: &mut HandleInner,
+    inner: &mut Locked<'_>,
     queries: Vec<&CStr>,
     context_callback: Owned<ContextCallback>,
     completion_callback: Owned<CompletionCallback>,

@@ -1,6 +1,8 @@
 //! The built libnbd.so.0 exports exactly libnbd 1.24's 165 functions, each
-//! with libnbd's symbol version, and nothing else (no Rust runtime symbols);
-//! libnbd 1.14's 126 functions among them at the same version nodes.
+//! with libnbd's symbol version, plus nbd-rs's extensions (`nbdrs_*`, see
+//! libnbd-ext.h) in their own version node, and nothing else (no Rust
+//! runtime symbols); libnbd 1.14's 126 functions among them at the same
+//! version nodes.
 
 mod common;
 
@@ -32,10 +34,30 @@ fn exported(so: &std::path::Path) -> Vec<(String, String)> {
     symbols
 }
 
+/// The extension functions at their node: the only exports beyond libnbd's.
+fn extensions() -> BTreeSet<(String, String)> {
+    nbd_ffi::ext::EXTENSION_SYMBOLS
+        .iter()
+        .map(|n| (n.to_string(), nbd_ffi::ext::EXTENSION_NODE.to_string()))
+        .collect()
+}
+
 #[test]
 fn exports_exactly_the_libnbd_abi() {
     let so = common::libnbd_so();
-    let have: BTreeSet<(String, String)> = exported(&so).into_iter().collect();
+    let all: BTreeSet<(String, String)> = exported(&so).into_iter().collect();
+    let ext = extensions();
+    assert!(
+        ext.iter().all(|e| e.0.starts_with("nbdrs_")),
+        "extensions must not look like libnbd's"
+    );
+    let missing_ext: Vec<_> = ext.difference(&all).collect();
+    assert!(
+        missing_ext.is_empty(),
+        "extensions not exported at {}: {missing_ext:?}",
+        nbd_ffi::ext::EXTENSION_NODE
+    );
+    let have: BTreeSet<(String, String)> = all.difference(&ext).cloned().collect();
     let want: BTreeSet<(String, String)> = common::abi_symbols().into_iter().collect();
     assert_eq!(
         want.len(),
@@ -138,6 +160,7 @@ fn version_script_matches_symbol_list() {
     let script = std::fs::read_to_string(common::crate_dir().join("libnbd.syms")).unwrap();
     let mut node = String::new();
     let mut in_script = BTreeSet::new();
+    let mut ext_in_script = BTreeSet::new();
     for line in script.lines().map(str::trim) {
         if line.starts_with('#') || line.is_empty() {
             continue;
@@ -147,9 +170,12 @@ fn version_script_matches_symbol_list() {
         } else if let Some(name) = line.strip_suffix(';') {
             if name.starts_with("nbd_") {
                 in_script.insert((name.to_string(), node.clone()));
+            } else if !name.starts_with("local:") && !name.starts_with('}') {
+                ext_in_script.insert((name.to_string(), node.clone()));
             }
         }
     }
     let want: BTreeSet<_> = common::abi_symbols().into_iter().collect();
     assert_eq!(in_script, want);
+    assert_eq!(ext_in_script, extensions());
 }

@@ -59,7 +59,7 @@ impl Engine {
     /// A command completed: its completion callback runs, and its record
     /// (with the callbacks, freed at retirement) waits for
     /// `nbd_aio_command_completed`, unless the callback retired it.
-    fn complete(
+    pub(super) fn complete(
         &mut self,
         cookie: u64,
         result: Result<(), nbd_proto::client::CommandError>,
@@ -104,7 +104,7 @@ impl Engine {
         });
     }
 
-    fn handle_event(&mut self, ev: Event<Cmd>) {
+    pub(super) fn handle_event(&mut self, ev: Event<Cmd>) {
         match ev {
             Event::Export(s) => {
                 if let Some(u) = self.user_opt.as_mut() {

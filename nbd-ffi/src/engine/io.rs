@@ -1,9 +1,10 @@
 //! The socket side: non-blocking reads into the client (or straight into
 //! a caller's read buffer), gathered writes with `sendmsg`, the TLS
-//! handshake, and the `poll(2)` wait of the synchronous calls.
+//! handshake, and what the wait of the synchronous calls
+//! (`crate::wait`) asks of the engine.
 
 use super::{tls, Engine, EngineError, ProtoClient, DIRECTION_READ, DIRECTION_WRITE};
-use nbd_proto::client::{RecvTarget, Segment, State};
+use nbd_proto::client::{Event, RecvTarget, Segment, State};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -89,11 +90,22 @@ impl Engine {
                                 self.bytes_received += n as u64;
                                 // (TLS reads until OpenSSL says it needs more.)
                                 drained = n < len && self.tls.is_none();
+                                self.edge_reg
+                                    .set_rx_maybe(!drained || self.edge_reg.rx_hup());
                                 client.handle_payload(n);
                             }
-                            Recv::Eof => client.handle_eof(),
-                            Recv::Again => break,
-                            Recv::Failed(e) => transport_failed(client, "recv", &e),
+                            Recv::Eof => {
+                                self.edge_reg.set_rx_maybe(false);
+                                client.handle_eof()
+                            }
+                            Recv::Again => {
+                                self.edge_reg.set_rx_maybe(false);
+                                break;
+                            }
+                            Recv::Failed(e) => {
+                                self.edge_reg.set_rx_maybe(false);
+                                transport_failed(client, "recv", &e)
+                            }
                         }
                     }
                 }
@@ -106,6 +118,11 @@ impl Engine {
                             break;
                         }
                     } else if drained || (got_input && client.state() == State::Ready) {
+                        if !drained {
+                            // Nothing is due: what the server sends next
+                            // (a reply, a hang-up) comes with a new edge.
+                            self.edge_reg.set_rx_maybe(self.edge_reg.rx_hup());
+                        }
                         // Ready after reading the replies: none is due, so
                         // another recv would only say EAGAIN (at QD1, one
                         // per request). A call that has read nothing yet
@@ -135,10 +152,21 @@ impl Engine {
                                 self.rend = n;
                                 got_input = true;
                                 drained = n < want && self.tls.is_none();
+                                self.edge_reg
+                                    .set_rx_maybe(!drained || self.edge_reg.rx_hup());
                             }
-                            Recv::Eof => client.handle_eof(),
-                            Recv::Again => break,
-                            Recv::Failed(e) => transport_failed(client, "recv", &e),
+                            Recv::Eof => {
+                                self.edge_reg.set_rx_maybe(false);
+                                client.handle_eof()
+                            }
+                            Recv::Again => {
+                                self.edge_reg.set_rx_maybe(false);
+                                break;
+                            }
+                            Recv::Failed(e) => {
+                                self.edge_reg.set_rx_maybe(false);
+                                transport_failed(client, "recv", &e)
+                            }
                         }
                     }
                 }
@@ -327,7 +355,10 @@ impl Engine {
             if r < 0 {
                 let e = io::Error::last_os_error();
                 match e.kind() {
-                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::WouldBlock => {
+                        self.edge_reg.set_tx_full(true);
+                        break;
+                    }
                     io::ErrorKind::Interrupted => continue,
                     _ => {
                         transport_failed(client, "send", &e);
@@ -337,7 +368,9 @@ impl Engine {
             }
             self.bytes_sent += r as u64;
             client.advance_transmit(r as usize);
-            if (r as usize) < offered {
+            let full = (r as usize) < offered;
+            self.edge_reg.set_tx_full(full);
+            if full {
                 // A short send filled the socket buffer: another call now
                 // would only say EAGAIN. The caller polls for POLLOUT.
                 break;
@@ -347,15 +380,10 @@ impl Engine {
         self.end_writes_after_disconnect();
     }
 
-    /// Waits up to `timeout_ms` (-1: forever) for the socket, then does the
-    /// I/O it is ready for. Returns `Ok(true)` if anything happened.
-    pub(crate) fn poll(&mut self, timeout_ms: i32) -> Result<bool, EngineError> {
-        self.poll2(-1, timeout_ms)
-    }
-
-    /// [`Engine::poll`] that also wakes when `extra` (if not negative) is
-    /// readable (`nbd_poll2`); that counts as something having happened.
-    pub(crate) fn poll2(&mut self, extra: RawFd, timeout_ms: i32) -> Result<bool, EngineError> {
+    /// What a wait on the socket needs: `Ok(None)` when there is nothing to
+    /// wait for because TLS holds decrypted bytes (they were processed),
+    /// else the descriptor, the `poll(2)` events and the direction bits.
+    pub(crate) fn wait_for(&mut self) -> Result<Option<(RawFd, i16, u32)>, EngineError> {
         let Some(fd) = self.fd() else {
             return Err(EngineError::new(
                 libc::ENOTCONN,
@@ -369,7 +397,7 @@ impl Engine {
         if dir & DIRECTION_READ != 0 && self.tls.as_ref().is_some_and(|t| t.pending() > 0) {
             // Decrypted bytes are waiting in OpenSSL: the socket would not say so.
             self.notify_read();
-            return Ok(true);
+            return Ok(None);
         }
         let mut events = 0;
         if dir & DIRECTION_READ != 0 {
@@ -378,61 +406,163 @@ impl Engine {
         if dir & DIRECTION_WRITE != 0 {
             events |= libc::POLLOUT;
         }
-        // poll(2) skips an entry whose descriptor is negative.
-        let mut pfds = [
-            libc::pollfd {
-                fd,
-                events,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: extra,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let nfds = if extra >= 0 { 2 } else { 1 };
-        // SAFETY: nfds valid pollfd entries.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), nfds, timeout_ms) };
-        let pfd = pfds[0];
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(false);
-            }
-            return Err(EngineError::io(&e, "poll"));
-        }
-        if r == 0 {
-            return Ok(false);
-        }
-        if pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+        Ok(Some((fd, events, dir)))
+    }
+
+    /// Does the I/O a `poll(2)` for `dir` (from [`Engine::wait_for`]) found
+    /// the socket ready for.
+    pub(crate) fn after_poll(&mut self, dir: u32, revents: i16) {
+        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
             && dir & DIRECTION_READ != 0
         {
             self.notify_read();
         }
-        if pfd.revents & (libc::POLLOUT | libc::POLLHUP | libc::POLLERR) != 0 {
+        if revents & (libc::POLLOUT | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
             self.notify_write();
         }
-        Ok(true)
     }
 
-    /// Polls until `done` holds; fails when the connection dies first.
-    pub(crate) fn run_until(
-        &mut self,
-        mut done: impl FnMut(&Engine) -> bool,
-    ) -> Result<(), EngineError> {
-        loop {
-            if done(self) {
-                return Ok(());
-            }
-            if let Some(e) = &self.dead {
-                return Err(e.clone());
-            }
-            if self.direction() == 0 {
-                return Err(EngineError::new(libc::ENOTCONN, "the connection is closed"));
-            }
-            self.poll(-1)?;
+    /// Whether the socket can be waited for edge-triggered
+    /// (`crate::wait`): a plain connected socket. Connecting, TLS (whose
+    /// reads and writes OpenSSL drives) and dead connections are waited
+    /// for with `poll(2)`.
+    pub(crate) fn edge_waitable(&self) -> bool {
+        self.pending.is_none() && self.tls.is_none() && self.fd.is_some() && self.dead.is_none()
+    }
+
+    /// Before an edge-triggered wait for `dir`: does the I/O the socket
+    /// may be ready for without a new edge (input left unread, room to
+    /// write not yet found missing). Returns whether that made progress
+    /// (else the caller waits: the engine now knows the socket is empty,
+    /// or full).
+    pub(crate) fn io_without_edge(&mut self, dir: u32) -> bool {
+        let before = (self.progress(), self.direction(), self.state());
+        if dir & DIRECTION_READ != 0 && self.edge_reg.rx_maybe() {
+            self.notify_read();
         }
+        if dir & DIRECTION_WRITE != 0 && !self.edge_reg.tx_full() {
+            self.notify_write();
+        }
+        // A read that found nothing cleared rx_maybe; one that stopped
+        // early (a full buffer) made progress and left it set.
+        before != (self.progress(), self.direction(), self.state())
+    }
+
+    /// After an edge-triggered wait for `dir` reported the socket readable
+    /// (`rx`) and/or writable (`tx`, errors and hang-ups count as both),
+    /// and whether the peer closed or the socket failed (`hup`): does the
+    /// I/O.
+    pub(crate) fn after_edge(&mut self, dir: u32, rx: bool, tx: bool, hup: bool) {
+        if rx {
+            self.edge_reg.set_rx_maybe(true);
+        }
+        if hup {
+            // The end of the stream waits behind whatever data came with
+            // it, and no other edge will announce it.
+            self.edge_reg.set_rx_hup(true);
+        }
+        if tx {
+            self.edge_reg.set_tx_full(false);
+        }
+        if rx && dir & DIRECTION_READ != 0 {
+            self.notify_read();
+        }
+        if tx {
+            self.notify_write();
+        }
+    }
+
+    /// Bytes moved either way so far: the wait's measure of progress.
+    pub(crate) fn progress(&self) -> u64 {
+        self.bytes_sent.wrapping_add(self.bytes_received)
+    }
+
+    /// Whether something from the server is due: connecting, a handshake
+    /// or option reply, or commands in flight (an idle connected handle,
+    /// or one negotiating between options, waits for nothing).
+    pub(crate) fn due(&self) -> bool {
+        if self.dead.is_some() || self.direction() == 0 {
+            return false;
+        }
+        match self.state() {
+            Some(State::Ready) => self.in_flight() > 0,
+            Some(State::Closed | State::Dead) | None => false,
+            _ => true,
+        }
+    }
+
+    /// Ends the connection now because the server made no progress for
+    /// `ms` milliseconds (the `nbdrs_set_timeout` extension): every command
+    /// in flight fails with `ETIMEDOUT`, the handle is dead, and threads
+    /// blocked in `poll(2)` on the socket wake up.
+    pub(crate) fn time_out(&mut self, ms: u64) {
+        if self.dead.is_some() {
+            return;
+        }
+        let e = EngineError::new(
+            libc::ETIMEDOUT,
+            format!("timed out: the server made no progress for {ms} ms"),
+        );
+        self.abort(e);
+    }
+
+    /// Kills the connection with `e`: commands in flight fail with its
+    /// errno, the handle is dead, and pollers of the socket wake up.
+    pub(crate) fn abort(&mut self, e: EngineError) {
+        if self.dead.is_some() {
+            return;
+        }
+        let errno = e.errno();
+        self.dead = Some(e.clone());
+        self.dead_in_transport = true;
+        if self.pending.take().is_some() {
+            // Still connecting: there is no client yet.
+            self.process_events();
+            return;
+        }
+        self.tls = None;
+        // Whatever the client reported before is dispatched as usual first.
+        self.process_events();
+        if let Some(c) = self.client.as_mut() {
+            c.handle_transport_error("poll", errno);
+        }
+        // The client fails the commands in flight with ENOTCONN (how libnbd
+        // reports a connection that died under them): these get `e`'s errno.
+        while let Some(ev) = self.client.as_mut().and_then(|c| c.poll_event()) {
+            match ev {
+                Event::Complete {
+                    cookie,
+                    result,
+                    data,
+                } => {
+                    let result = result.map_err(|mut why| {
+                        why.errno = errno;
+                        why.message = e.text();
+                        why
+                    });
+                    self.complete(cookie, result, data);
+                }
+                other => self.handle_event(other),
+            }
+        }
+        self.wake_pollers();
+    }
+
+    /// Wakes threads blocked in `poll(2)` on the socket when the connection
+    /// has ended: `shutdown(SHUT_RDWR)` makes the socket readable (end of
+    /// file) and writable (an error) for every poller, with no extra
+    /// descriptor. Only for a dead or closed connection: nothing is lost.
+    pub(crate) fn wake_pollers(&self) {
+        if let Some(fd) = self.fd.as_ref() {
+            // SAFETY: shutdown(2) on our own open socket; failure (not a
+            // socket, already shut down) is harmless.
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+    }
+
+    /// Whether the connection has ended (dead or closed).
+    pub(crate) fn ended(&self) -> bool {
+        matches!(self.state(), Some(State::Dead | State::Closed))
     }
 }
 

@@ -1,14 +1,66 @@
 //! The connection engine: one `nbd_proto::client::Client` plus the socket it
 //! runs on, the caller buffers and callbacks of every command in flight, and
 //! the non-blocking I/O that `nbd_aio_notify_read`/`_write` and the
-//! synchronous API's poll loop perform.
+//! synchronous API's waits perform.
 //!
-//! The socket is driven with non-blocking `recv`/`sendmsg` and, for the
-//! synchronous calls, one `poll(2)`, not with mio: libnbd's API hands the
-//! descriptor to the caller's own event loop (`nbd_aio_get_fd`), and an
-//! epoll instance per handle would cost a descriptor and kernel memory for
-//! every idle handle. TLS, once started, sits between the engine and the
-//! socket ([`tls`]).
+//! The socket is driven with non-blocking `recv`/`sendmsg`. How the
+//! synchronous calls (and `nbd_poll`) wait for it is `crate::wait`'s
+//! business: without the handle lock, and through mio where it fits:
+//!
+//! * a plain connected socket is waited for edge-triggered, in one
+//!   `mio::Poll` (an epoll instance) per *thread* that waits, created on
+//!   its first wait, never one per handle: an aio handle driven by the
+//!   caller's own loop (`nbd_aio_get_fd` stays an ordinary level-triggered
+//!   descriptor for the caller) costs none, and a thread's poller is
+//!   closed when the last connection registered in it closes, so closing
+//!   every handle leaves no descriptor behind. The socket is registered in
+//!   a thread's poller the first time that thread waits on it (one
+//!   `epoll_ctl` per connection and thread; another only when a write must
+//!   wait too, or when another thread waited on it in between). Edges are
+//!   not repeated, so the engine keeps, in four bytes per handle
+//!   (`crate::wait::EdgeReg`), what an edge would not say again: input
+//!   maybe left unread (a read that filled its buffer), a hang-up seen, the
+//!   send buffer full; reads stop on `EAGAIN` or a short read as before,
+//!   so a wait costs one `epoll_wait` where it cost one `poll`. Edges of
+//!   another socket that reach a thread's poller while it waits for one
+//!   are kept for that socket's next wait there.
+//! * connecting, TLS (OpenSSL decides which direction it needs) and
+//!   `nbd_poll2` with the caller's descriptor (level-triggered by
+//!   contract) keep one `poll(2)`.
+//! * Connecting itself keeps `socket`/`connect` from libc ([`transport`]):
+//!   `mio::net`'s `connect` does not say whether the connect completed
+//!   (so every connection would need a `poll` and a `getsockopt` more),
+//!   fails a Unix connect whose backlog is full (`EAGAIN`) where libnbd
+//!   waits, and takes no raw `sockaddr` (`nbd_aio_connect`) or vsock
+//!   address.
+//!
+//! Measured before keeping it (aio-bench `sync-pread-4k-qd1` on nbdkit
+//! memory over a Unix socket; system calls counted as bench/syscalls.sh
+//! does, `perf stat` on the syscall tracepoints; a 2-core machine shared
+//! with other builds; medians of alternating runs of three builds: poll(2)
+//! before issue 12 / poll(2) without the lock / mio):
+//!
+//! * system calls per synchronous 4 KiB read: 3.74 / 3.72 / 3.71 (5
+//!   runs): one `sendmsg`, and one wait (`poll` or `epoll_wait`) per
+//!   `recvfrom`, 1.3-1.4 of each (nbdkit sometimes sends a reply in two
+//!   pieces), no futex;
+//! * reads in 2 s: 57014 / 52161 / 43974 (5 runs, fixed order),
+//!   58682 / 63677 / 51810 (9 runs, rotating order), 64314 / 71485 / 74618
+//!   (4 runs, CPU per read 10.2 / 9.9 / 8.9 µs): one build's runs spread
+//!   from 27000 to 78000, so no difference shows above the noise;
+//! * bench/syscalls.sh's rows, whose aio paths this does not change
+//!   (the caller's own `poll` loop), before / after, medians of 5
+//!   alternating runs: nbdcopy workload 2 2.39 / 2.55, aio QD1 3.62 /
+//!   3.59, aio QD64 reads 1.92 / 2.19, writes 1.50 / 1.49 system calls per
+//!   request; each row's runs spread as much (QD64 reads 1.47-2.43), and
+//!   both builds ran above BENCHMARKS.md's figures on the loaded machine;
+//! * 1000 idle connected handles: RSS growth 2.55 / 2.62 / 2.59 KiB per
+//!   handle, heap 2545 / 2609 / 2578 bytes per handle: the handle is 1752
+//!   bytes (was 1720): the wait state and its condition variable (16 + 8
+//!   bytes) and the 4-byte edge state. A thread's poller holds one kernel
+//!   `epitem` per socket registered in it while the socket is open.
+//!
+//! TLS, once started, sits between the engine and the socket ([`tls`]).
 //!
 //! Nothing here knows about C callback structs: callers hand in
 //! [`CommandHooks`] and [`OptHooks`] objects, whose `Drop` is where a C
@@ -128,6 +180,10 @@ pub(crate) struct Engine {
     bytes_sent: u64,
     /// Protocol bytes received (after TLS), for `nbd_stats_bytes_received`.
     bytes_received: u64,
+    /// The edge-triggered wait's state of the socket (`crate::wait`):
+    /// where it is registered, and what an edge would not repeat (input
+    /// maybe left unread, a hang-up seen, the send buffer full).
+    pub(crate) edge_reg: crate::wait::EdgeReg,
 }
 
 /// A read of at least this many bytes counts as large: while one is in
@@ -161,6 +217,7 @@ impl Engine {
             start_error: None,
             bytes_sent: 0,
             bytes_received: 0,
+            edge_reg: crate::wait::EdgeReg::NONE,
         }
     }
 
