@@ -19,6 +19,11 @@ impl Engine {
             // Each step of a reply lends the command's data (its buffers
             // and hooks), which the client keeps with the command.
             let Some(step) = client.poll_step() else {
+                if std::mem::take(&mut self.handshake_done) {
+                    // An idle connection keeps no buffers sized for the
+                    // handshake's messages.
+                    client.shrink_idle();
+                }
                 return;
             };
             match step {
@@ -167,6 +172,9 @@ impl Engine {
                 self.finish_user_opt(libc::ENOTCONN, "the connection died");
             }
             Event::StartTls => self.start_tls(),
+            // The handshake is over: what the client kept for it is
+            // released once its events are dispatched (see process_events).
+            Event::Ready | Event::Negotiating => self.handshake_done = true,
             // Command events come as steps (see process_events).
             _ => {}
         }

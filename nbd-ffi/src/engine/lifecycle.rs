@@ -14,7 +14,7 @@ impl Engine {
         config: Config,
         pending: transport::Pending,
     ) -> Result<(), EngineError> {
-        self.config = config;
+        self.config = Some(Box::new(config));
         if pending.in_progress {
             self.pending = Some(pending);
             Ok(())
@@ -26,7 +26,7 @@ impl Engine {
 
     /// Starts a connection on an already connected socket.
     pub(crate) fn start_connected(&mut self, config: Config, fd: OwnedFd) {
-        self.config = config;
+        self.config = Some(Box::new(config));
         self.attach(fd);
     }
 
@@ -44,7 +44,9 @@ impl Engine {
 
     fn attach(&mut self, fd: OwnedFd) {
         self.fd = Some(fd);
-        self.client = Some(Client::with_data(self.config.clone()));
+        // The client takes the settings over: the engine keeps no copy.
+        let config = self.config.take().map(|c| *c).unwrap_or_default();
+        self.client = Some(Client::with_data(config));
     }
 
     /// Completes a pending non-blocking connect once the socket is writable.

@@ -144,7 +144,10 @@ pub(crate) type ProtoClient = Client<Cmd>;
 
 /// One connection.
 pub(crate) struct Engine {
-    config: Config,
+    /// The client's settings between `start` and the socket being
+    /// connected; the client takes them then (boxed: an idle connected
+    /// handle pays a pointer, not a second copy).
+    config: Option<Box<Config>>,
     client: Option<ProtoClient>,
     fd: Option<OwnedFd>,
     /// A non-blocking connect in progress.
@@ -171,6 +174,9 @@ pub(crate) struct Engine {
     /// called; commands in flight complete with `ENOTCONN` (libnbd: the
     /// status of unretired commands is lost on close).
     closing: bool,
+    /// The handshake (or an opt-mode step) just ended: the client's idle
+    /// buffers are released once its events are dispatched.
+    handshake_done: bool,
     /// The write side of the connection was shut after `NBD_CMD_DISC`.
     writes_shut: bool,
     /// A TCP connect failed on every address; the handle is newly created
@@ -195,7 +201,7 @@ impl Engine {
     /// A fresh, unconnected engine.
     pub(crate) fn new() -> Self {
         Engine {
-            config: Config::default(),
+            config: None,
             client: None,
             fd: None,
             pending: None,
@@ -213,6 +219,7 @@ impl Engine {
             tls_options: None,
             tls: None,
             closing: false,
+            handshake_done: false,
             writes_shut: false,
             start_error: None,
             bytes_sent: 0,

@@ -856,6 +856,18 @@ impl<U> Client<U> {
             .segments(out, max_bytes, |cookie| lookup(cmds, events, cookie))
     }
 
+    /// Releases the memory kept for messages that are gone: the event
+    /// queue and the output buffer, if they are empty. For a driver whose
+    /// connection goes idle (after the handshake, say), so that an idle
+    /// connection holds no buffers sized for earlier traffic; not meant to
+    /// be called per request (the buffers would be allocated again).
+    pub fn shrink_idle(&mut self) {
+        if self.events.is_empty() {
+            self.events.shrink_to_fit();
+        }
+        self.tx.shrink_idle();
+    }
+
     /// Total bytes pending output.
     pub fn pending_output(&self) -> usize {
         self.tx.pending()

@@ -76,6 +76,14 @@ impl TxQueue {
         self.segs.is_empty()
     }
 
+    /// Frees the buffers when nothing is queued (no segment refers to them).
+    pub(crate) fn shrink_idle(&mut self) {
+        if self.segs.is_empty() {
+            self.buf = Vec::new();
+            self.segs = VecDeque::new();
+        }
+    }
+
     pub(crate) fn pending(&self) -> usize {
         self.total
     }
