@@ -1,6 +1,6 @@
 //! Errors: the one internal error type with the typed causes the
-//! connection engine reports ([`Cause`]), their one mapping to errno and
-//! message ([`message`]), and the per-thread "last error" that
+//! connection engine reports (`Cause`), their one mapping to errno and
+//! message (`message`), and the per-thread "last error" that
 //! `nbd_get_error` and `nbd_get_errno` read.
 //!
 //! Every failing export ends in `record`, called by the panic boundary: the
@@ -11,7 +11,7 @@
 //! libnbd does.
 //!
 //! This module depends on nothing else of the crate (the engine builds
-//! [`Cause`]s; the state rules build [`Error::InvalidState`]).
+//! `Cause`s; the state rules build `Error::InvalidState`).
 
 use nbd_proto::client::{ProtocolError, SubmitError};
 use std::cell::RefCell;
