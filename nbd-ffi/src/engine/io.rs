@@ -94,17 +94,10 @@ impl Engine {
                                     .set_rx_maybe(!drained || self.edge_reg.rx_hup());
                                 client.handle_payload(n);
                             }
-                            Recv::Eof => {
-                                self.edge_reg.set_rx_maybe(false);
-                                client.handle_eof()
-                            }
-                            Recv::Again => {
-                                self.edge_reg.set_rx_maybe(false);
-                                break;
-                            }
-                            Recv::Failed(e) => {
-                                self.edge_reg.set_rx_maybe(false);
-                                transport_failed(client, "recv", &e)
+                            other => {
+                                if no_data(&mut self.edge_reg, client, other) {
+                                    break;
+                                }
                             }
                         }
                     }
@@ -155,17 +148,10 @@ impl Engine {
                                 self.edge_reg
                                     .set_rx_maybe(!drained || self.edge_reg.rx_hup());
                             }
-                            Recv::Eof => {
-                                self.edge_reg.set_rx_maybe(false);
-                                client.handle_eof()
-                            }
-                            Recv::Again => {
-                                self.edge_reg.set_rx_maybe(false);
-                                break;
-                            }
-                            Recv::Failed(e) => {
-                                self.edge_reg.set_rx_maybe(false);
-                                transport_failed(client, "recv", &e)
+                            other => {
+                                if no_data(&mut self.edge_reg, client, other) {
+                                    break;
+                                }
                             }
                         }
                     }
@@ -603,6 +589,25 @@ unsafe fn recv(tls: &mut Option<tls::TlsSession>, fd: RawFd, dst: *mut u8, len: 
             io::ErrorKind::Interrupted => continue,
             io::ErrorKind::WouldBlock => return Recv::Again,
             _ => return Recv::Failed(e),
+        }
+    }
+}
+
+/// A `recv` that brought no data: input is no longer "maybe left" for the
+/// edge-triggered wait, and the client learns of an end of file or a
+/// failure (`Data` is the caller's case). Returns whether to stop reading
+/// (nothing to read now).
+fn no_data(edge_reg: &mut crate::wait::EdgeReg, client: &mut ProtoClient, r: Recv) -> bool {
+    edge_reg.set_rx_maybe(false);
+    match r {
+        Recv::Data(_) | Recv::Again => true,
+        Recv::Eof => {
+            client.handle_eof();
+            false
+        }
+        Recv::Failed(e) => {
+            transport_failed(client, "recv", &e);
+            false
         }
     }
 }

@@ -67,13 +67,20 @@ const SEND_BUFFER: libc::c_int = 2 * 1024 * 1024;
 /// Raises the socket's send buffer to [`SEND_BUFFER`]; failure (a kernel
 /// cap, a socket type without one) only leaves the default.
 fn grow_send_buffer(fd: &OwnedFd) {
-    // SAFETY: setsockopt with a valid int option value on our own socket.
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, SEND_BUFFER);
+}
+
+/// Sets an integer socket option, ignoring failure (every caller only
+/// tunes the socket; the connection works without it).
+fn set_int_option(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: setsockopt on our own socket with a pointer to a live int and
+    // its size.
     unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            &SEND_BUFFER as *const _ as *const libc::c_void,
+            level,
+            name,
+            &value as *const _ as *const libc::c_void,
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -200,17 +207,7 @@ pub(crate) fn connect_addrs(mut addrs: Vec<libc::sockaddr_storage>) -> io::Resul
             }
         };
         if family == libc::AF_INET || family == libc::AF_INET6 {
-            let one: libc::c_int = 1;
-            // SAFETY: setsockopt with a valid int option value.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::IPPROTO_TCP,
-                    libc::TCP_NODELAY,
-                    &one as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
+            set_int_option(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
         }
         // A connect in progress may have failed already (a refusal on the
         // loopback interface is immediate): libnbd 1.24 checks at once too,
