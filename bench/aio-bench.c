@@ -39,6 +39,8 @@
 
 #include <libnbd.h>
 
+#include "clock.h"
+
 #define REGION (256ull * 1024 * 1024)
 
 struct slot {
@@ -54,24 +56,6 @@ die (const char *what)
   exit (EXIT_FAILURE);
 }
 
-static double
-now (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
-static double
-cpu_seconds (void)
-{
-  struct rusage ru;
-
-  getrusage (RUSAGE_SELF, &ru);
-  return (double) ru.ru_utime.tv_sec + (double) ru.ru_utime.tv_usec / 1e6 +
-    (double) ru.ru_stime.tv_sec + (double) ru.ru_stime.tv_usec / 1e6;
-}
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 

@@ -21,6 +21,8 @@
 
 #include <libnbd.h>
 
+#include "clock.h"
+
 struct scan {
   uint64_t covered;             /* bytes described by the last reply */
   uint64_t extents;
@@ -33,24 +35,6 @@ die (const char *what)
   exit (EXIT_FAILURE);
 }
 
-static double
-now (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
-static double
-cpu_seconds (void)
-{
-  struct rusage ru;
-
-  getrusage (RUSAGE_SELF, &ru);
-  return (double) ru.ru_utime.tv_sec + (double) ru.ru_utime.tv_usec / 1e6 +
-    (double) ru.ru_stime.tv_sec + (double) ru.ru_stime.tv_usec / 1e6;
-}
 
 static int
 extent_cb (void *user_data, const char *metacontext, uint64_t offset,

@@ -26,6 +26,8 @@
 
 #include <libnbd.h>
 
+#include "clock.h"
+
 static void
 die (const char *what)
 {
@@ -33,24 +35,6 @@ die (const char *what)
   exit (EXIT_FAILURE);
 }
 
-static double
-now (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
-static double
-cpu_seconds (void)
-{
-  struct rusage ru;
-
-  getrusage (RUSAGE_SELF, &ru);
-  return (double) ru.ru_utime.tv_sec + (double) ru.ru_utime.tv_usec / 1e6 +
-    (double) ru.ru_stime.tv_sec + (double) ru.ru_stime.tv_usec / 1e6;
-}
 
 static long
 vm_rss_kib (void)

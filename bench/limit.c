@@ -68,6 +68,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 #define NBDMAGIC          0x4e42444d41474943ull
 #define IHAVEOPT          0x49484156454f5054ull
 #define OPT_REPLY_MAGIC   0x0003e889045565a9ull
@@ -95,24 +97,6 @@ fail (const char *what)
   exit (EXIT_FAILURE);
 }
 
-static double
-now (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
-static double
-cpu_seconds (void)
-{
-  struct rusage ru;
-
-  getrusage (RUSAGE_SELF, &ru);
-  return (double) ru.ru_utime.tv_sec + (double) ru.ru_utime.tv_usec / 1e6 +
-    (double) ru.ru_stime.tv_sec + (double) ru.ru_stime.tv_usec / 1e6;
-}
 
 /* The same generator and seed as aio-bench. */
 static uint64_t
